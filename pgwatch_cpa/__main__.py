@@ -1,0 +1,3 @@
+from pgwatch_cpa.cli import main
+
+raise SystemExit(main())

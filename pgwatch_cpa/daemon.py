@@ -1,0 +1,98 @@
+"""Builds targets, pollers and the HTTP app from the settings, and owns the daemon's lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from pgwatch_cpa.collectors import POSTGRES_COLLECTORS, REDIS_COLLECTORS
+from pgwatch_cpa.config import Settings
+from pgwatch_cpa.errors import PgwatchError
+from pgwatch_cpa.exposition import Exposition
+from pgwatch_cpa.http import build_app
+from pgwatch_cpa.poller import PostgresPoller, RedisPoller, TargetPoller
+from pgwatch_cpa.snapshot import SnapshotStore
+
+log = logging.getLogger(__name__)
+
+POLLERS = web.AppKey("pollers", list)
+SHUTDOWN_GRACE = 4.0
+
+
+class ListenError(PgwatchError):
+    """The HTTP address cannot be bound."""
+
+
+class Daemon:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store = SnapshotStore()
+        self.exposition = Exposition(self.store)
+        self.pollers: list[TargetPoller] = self._build_pollers()
+        self.app = build_app(self.exposition, self)
+        self.app[POLLERS] = self.pollers
+        self.app.cleanup_ctx.append(self._background)
+
+    def _build_pollers(self) -> list[TargetPoller]:
+        pollers: list[TargetPoller] = []
+        for pg in self.settings.postgres:
+            pollers.append(PostgresPoller(pg.name, pg.interval or self.settings.interval,
+                                          [c() for c in POSTGRES_COLLECTORS], pg, self.store))
+        for rd in self.settings.redis:
+            pollers.append(RedisPoller(rd.name, rd.interval or self.settings.interval,
+                                       [c() for c in REDIS_COLLECTORS], rd, self.store))
+        return pollers
+
+    def ready(self) -> tuple[bool, list[str]]:
+        """Ready once every target has completed one poll (whatever its outcome)."""
+        waiting = [p.name for p in self.pollers if p.cycles_completed == 0]
+        return not waiting, waiting
+
+    async def _background(self, _app: web.Application) -> AsyncIterator[None]:
+        for poller in self.pollers:
+            await poller.open()
+        tasks = [asyncio.create_task(p.run(), name=f"poller:{p.name}") for p in self.pollers]
+        tasks.append(asyncio.create_task(self.exposition.refresh_forever(), name="exposition"))
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE / 2)
+            await asyncio.gather(*(p.close() for p in self.pollers), return_exceptions=True)
+
+    async def serve(self, stop: asyncio.Event) -> None:
+        runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        await runner.setup()
+        host, port = self.settings.listen_host_port
+        try:
+            await web.TCPSite(runner, host, port, shutdown_timeout=1.0).start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise ListenError(f"cannot listen on {self.settings.listen}: {exc.strerror or exc}") from None
+        log.info("pgwatch-cpa listening on http://%s/metrics (%d postgres, %d redis targets)",
+                 self.settings.listen, len(self.settings.postgres), len(self.settings.redis))
+        try:
+            await stop.wait()
+        finally:
+            log.info("shutting down")
+            await runner.cleanup()
+
+
+async def run_daemon(settings: Settings) -> None:
+    """Run until SIGTERM or SIGINT."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await Daemon(settings).serve(stop)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(Exception):
+                loop.remove_signal_handler(sig)

@@ -1,0 +1,97 @@
+"""/metrics rendering: a prometheus_client Collector over the snapshot store, rendered once per change.
+
+Rendering tens of thousands of series costs tens of milliseconds in Python, so it happens when a snapshot
+changes (in a worker thread), not on every scrape; scrapes serve the cached bytes plus a few live self-metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import platform
+from collections.abc import Iterator
+
+from prometheus_client.exposition import choose_encoder
+from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.openmetrics import exposition as openmetrics
+
+from pgwatch_cpa import __version__
+from pgwatch_cpa.snapshot import SnapshotStore
+
+TEXT = "text/plain; version=0.0.4; charset=utf-8"
+OPENMETRICS = openmetrics.CONTENT_TYPE_LATEST
+_EOF = b"# EOF\n"
+
+
+class SnapshotCollector:
+    """Reads the store; never does I/O."""
+
+    def __init__(self, store: SnapshotStore) -> None:
+        self.store = store
+
+    def collect(self) -> Iterator[Metric]:
+        build = GaugeMetricFamily("pgwatch_build_info", "pgwatch-cpa build information (always 1).",
+                                  labels=["version", "python_version"])
+        build.add_metric([__version__, platform.python_version()], 1.0)
+        yield build
+        yield from self.store.families()
+
+
+class Exposition:
+    """Caches the rendered snapshot per format, keyed by the store version."""
+
+    def __init__(self, store: SnapshotStore) -> None:
+        self.store = store
+        self._snapshot_registry = CollectorRegistry(auto_describe=False)
+        self._snapshot_registry.register(SnapshotCollector(store))  # type: ignore[arg-type]
+        self.live_registry = CollectorRegistry()
+        ProcessCollector(registry=self.live_registry)
+        self.scrapes = Counter("pgwatch_scrapes_total", "Requests served on /metrics.",
+                               registry=self.live_registry)
+        self.render_seconds = Histogram("pgwatch_render_duration_seconds",
+                                        "Time to render the snapshot for /metrics.",
+                                        buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+                                        registry=self.live_registry)
+        self._cache: dict[bool, tuple[int, bytes]] = {}
+        self._lock = asyncio.Lock()
+
+    async def refresh_forever(self) -> None:
+        """Re-render the text format whenever the store changes (debounced), so scrapes find it ready."""
+        while True:
+            await self.store.wait_changed()
+            await asyncio.sleep(0.05)  # let the rest of a poll cycle land first
+            await self._rendered(openmetrics_format=False)
+
+    async def _rendered(self, openmetrics_format: bool) -> bytes:
+        cached = self._cache.get(openmetrics_format)
+        if cached and cached[0] == self.store.version:
+            return cached[1]
+        async with self._lock:
+            version = self.store.version
+            cached = self._cache.get(openmetrics_format)
+            if cached and cached[0] == version:
+                return cached[1]
+            with self.render_seconds.time():
+                body = await asyncio.to_thread(self._render, openmetrics_format)
+            self._cache[openmetrics_format] = (version, body)
+            return body
+
+    def _render(self, openmetrics_format: bool) -> bytes:
+        if openmetrics_format:
+            return openmetrics.generate_latest(self._snapshot_registry).removesuffix(_EOF)
+        return generate_latest(self._snapshot_registry)
+
+    async def render(self, accept: str | None) -> tuple[bytes, str]:
+        """The /metrics body and content type for a request's Accept header."""
+        use_openmetrics = _wants_openmetrics(accept)
+        self.scrapes.inc()
+        body = await self._rendered(use_openmetrics)
+        if use_openmetrics:
+            return body + openmetrics.generate_latest(self.live_registry), OPENMETRICS
+        return body + generate_latest(self.live_registry), TEXT
+
+
+def _wants_openmetrics(accept: str | None) -> bool:
+    # prometheus_client's own negotiation (it honours the OpenMetrics version parameter).
+    _encoder, content_type = choose_encoder(accept or "")
+    return content_type.startswith("application/openmetrics-text")
