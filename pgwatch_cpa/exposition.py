@@ -10,9 +10,16 @@ import asyncio
 import platform
 from collections.abc import Iterator
 
-from prometheus_client.exposition import choose_encoder
-from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    ProcessCollector,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.openmetrics import exposition as openmetrics
 
 from pgwatch_cpa import __version__
@@ -21,6 +28,9 @@ from pgwatch_cpa.snapshot import SnapshotStore
 TEXT = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS = openmetrics.CONTENT_TYPE_LATEST
 _EOF = b"# EOF\n"
+
+# *_created series double the self-metrics and no dashboard or rule of ours reads them.
+disable_created_metrics()
 
 
 class SnapshotCollector:

@@ -1,0 +1,98 @@
+"""Command line: argparse sub-commands that delegate to the modules doing the work."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from pgwatch_cpa import __version__
+from pgwatch_cpa.errors import ConfigError, PgwatchError
+
+log = logging.getLogger("pgwatch_cpa")
+
+EXIT_OK, EXIT_FAILURE, EXIT_INVALID = 0, 1, 2
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from pgwatch_cpa.config import load_settings
+    from pgwatch_cpa.daemon import run_daemon
+
+    overrides = {"PGWATCH_LISTEN": args.listen} if args.listen else {}
+    settings = load_settings(args.config, environ=_environ(overrides))
+    _setup_logging(args, settings)
+    asyncio.run(run_daemon(settings))
+    return EXIT_OK
+
+
+def _cmd_check_config(args: argparse.Namespace) -> int:
+    from pgwatch_cpa.config import load_settings
+
+    settings = load_settings(args.file)
+    print(f"{args.file}: OK ({len(settings.postgres)} postgres, {len(settings.redis)} redis targets)")
+    return EXIT_OK
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from pgwatch_cpa.demo import run_demo
+
+    _setup_logging(args, None)
+    return asyncio.run(run_demo(listen=args.listen, duration=args.duration))
+
+
+def _environ(overrides: dict[str, str]) -> dict[str, str]:
+    import os
+
+    return {**os.environ, **overrides}
+
+
+def _setup_logging(args: argparse.Namespace, settings: object | None) -> None:
+    from pgwatch_cpa.logs import setup_logging
+
+    level = args.log_level or getattr(settings, "log_level", "info")
+    fmt = args.log_format or getattr(settings, "log_format", "text")
+    setup_logging(level, fmt)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pgwatch-cpa", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"pgwatch-cpa {__version__}")
+    parser.add_argument("--log-format", choices=["text", "json"], default=None)
+    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default=None)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the monitoring daemon")
+    run.add_argument("--config", required=True, help="YAML config file")
+    run.add_argument("--listen", help="HOST:PORT for /metrics (overrides the config)")
+    run.set_defaults(func=_cmd_run)
+
+    check = sub.add_parser("check-config", help="validate a config file (exit 0 valid, 2 invalid)")
+    check.add_argument("file")
+    check.set_defaults(func=_cmd_check_config)
+
+    demo = sub.add_parser("demo", help="run the daemon against throwaway PostgreSQL and Redis servers")
+    demo.add_argument("--listen", default="127.0.0.1:9188", help="HOST:PORT for /metrics")
+    demo.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    demo.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    except PgwatchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
