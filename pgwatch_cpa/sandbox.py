@@ -339,7 +339,7 @@ def _ensure_dir(path: Path) -> Path:
 
 
 def _make_world_readable(root: Path) -> None:
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, _dirnames, filenames in os.walk(root):
         os.chmod(dirpath, 0o755)
         for name in filenames:
             file = Path(dirpath, name)
