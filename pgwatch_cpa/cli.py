@@ -57,22 +57,28 @@ def _setup_logging(args: argparse.Namespace, settings: object | None) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pgwatch-cpa", description=__doc__)
+    # Logging flags are accepted before or after the sub-command; SUPPRESS keeps a sub-parser from
+    # overwriting a value given before it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--log-format", choices=["text", "json"], default=argparse.SUPPRESS)
+    common.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default=argparse.SUPPRESS)
+    parser = argparse.ArgumentParser(prog="pgwatch-cpa", description="PostgreSQL and Redis monitoring for a CPA "
+                                     "practice-management platform.", parents=[common])
     parser.add_argument("--version", action="version", version=f"pgwatch-cpa {__version__}")
-    parser.add_argument("--log-format", choices=["text", "json"], default=None)
-    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default=None)
+    parser.set_defaults(log_format=None, log_level=None)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add = lambda name, **kw: sub.add_parser(name, parents=[common], **kw)  # noqa: E731
 
-    run = sub.add_parser("run", help="run the monitoring daemon")
+    run = add("run", help="run the monitoring daemon")
     run.add_argument("--config", required=True, help="YAML config file")
     run.add_argument("--listen", help="HOST:PORT for /metrics (overrides the config)")
     run.set_defaults(func=_cmd_run)
 
-    check = sub.add_parser("check-config", help="validate a config file (exit 0 valid, 2 invalid)")
+    check = add("check-config", help="validate a config file (exit 0 valid, 2 invalid)")
     check.add_argument("file")
     check.set_defaults(func=_cmd_check_config)
 
-    demo = sub.add_parser("demo", help="run the daemon against throwaway PostgreSQL and Redis servers")
+    demo = add("demo", help="run the daemon against throwaway PostgreSQL and Redis servers")
     demo.add_argument("--listen", default="127.0.0.1:9188", help="HOST:PORT for /metrics")
     demo.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     demo.set_defaults(func=_cmd_demo)

@@ -20,6 +20,7 @@ from pydantic import (
     Field,
     PrivateAttr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -64,8 +65,9 @@ class PostgresTarget(_Strict):
         return value if value is None else _pg_conninfo(value, None)
 
     @model_validator(mode="after")
-    def _resolve_dsn(self) -> PostgresTarget:
-        self._conninfo = _resolve_secret_source(self.dsn, self.dsn_env, self.password_file, "dsn", _pg_conninfo)
+    def _resolve_dsn(self, info: ValidationInfo) -> PostgresTarget:
+        self._conninfo = _resolve_secret_source(self.dsn, self.dsn_env, self.password_file, "dsn", _pg_conninfo,
+                                                _environ(info))
         return self
 
     @property
@@ -95,8 +97,9 @@ class RedisTarget(_Strict):
         return value if value is None else _redis_url(value, None)
 
     @model_validator(mode="after")
-    def _resolve_url(self) -> RedisTarget:
-        self._url = _resolve_secret_source(self.url, self.url_env, self.password_file, "url", _redis_url)
+    def _resolve_url(self, info: ValidationInfo) -> RedisTarget:
+        self._url = _resolve_secret_source(self.url, self.url_env, self.password_file, "url", _redis_url,
+                                           _environ(info))
         return self
 
     @property
@@ -117,13 +120,11 @@ class Settings(_Strict):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
 
-    @model_validator(mode="after")
-    def _check_listen(self) -> Settings:
-        try:
-            parse_listen(self.listen)
-        except ValueError as exc:
-            raise ValueError(f"listen: {exc}") from None
-        return self
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, value: str) -> str:
+        parse_listen(value)
+        return value
 
     @property
     def listen_host_port(self) -> tuple[str, int]:
@@ -137,11 +138,16 @@ def parse_listen(address: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port_text)
 
 
-def _resolve_secret_source(inline, env_name, password_file, field, normalise) -> str:
+def _environ(info: ValidationInfo) -> Mapping[str, str]:
+    context = info.context or {}
+    return context.get("environ", os.environ)
+
+
+def _resolve_secret_source(inline, env_name, password_file, field, normalise, environ) -> str:
     sources = [s for s in (inline, env_name) if s]
     if len(sources) != 1:
         raise ValueError(f"{field}: exactly one of {field} or {field}_env must be set")
-    value = inline if inline else os.environ.get(env_name or "")
+    value = inline if inline else environ.get(env_name or "")
     if value is None:
         raise ValueError(f"{field}_env: environment variable {env_name} is not set")
     password = None
@@ -213,7 +219,7 @@ def settings_from_mapping(raw: Any, environ: Mapping[str, str], source: str = "c
     problems += _duplicate_names(raw)
     settings = None
     try:
-        settings = Settings.model_validate(raw)
+        settings = Settings.model_validate(raw, context={"environ": environ})
     except ValidationError as exc:
         problems += [_format_error(err) for err in exc.errors()]
     if problems or settings is None:

@@ -209,6 +209,22 @@ class PostgresPoller(TargetPoller):
             await self.pool.close(timeout=2.0)
 
     async def probe(self) -> None:
+        from psycopg_pool import PoolTimeout
+
+        try:
+            await self._probe_with_pool()
+        except PoolTimeout:
+            await self._diagnose()
+            raise
+
+    async def _diagnose(self) -> None:
+        """The pool only says "timed out"; one direct attempt surfaces the server's reason (auth, refused...)."""
+        import psycopg
+
+        conn = await psycopg.AsyncConnection.connect(self.settings.conninfo, **self.pool.kwargs)
+        await conn.close()
+
+    async def _probe_with_pool(self) -> None:
         async with self.pool.connection(timeout=self.settings.connect_timeout) as conn:
             cur = await conn.execute(
                 "SELECT current_setting('server_version_num')::int, current_database(), "
