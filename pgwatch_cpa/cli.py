@@ -42,6 +42,24 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return asyncio.run(run_demo(listen=args.listen, duration=args.duration))
 
 
+def _cmd_migrate(args: argparse.Namespace) -> int:
+    from pgwatch_cpa.cpa.schema.migrate import migrate
+
+    _setup_logging(args, None)
+    applied = asyncio.run(migrate(args.dsn))
+    print(f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else " (up to date)"))
+    return EXIT_OK
+
+
+def _cmd_seed(args: argparse.Namespace) -> int:
+    from pgwatch_cpa.cpa.seed import seed
+
+    _setup_logging(args, None)
+    counts = asyncio.run(seed(args.dsn, scale=args.scale, seed=args.seed))
+    print(", ".join(f"{table}: {rows:,}" for table, rows in counts.items()))
+    return EXIT_OK
+
+
 def _environ(overrides: dict[str, str]) -> dict[str, str]:
     import os
 
@@ -77,6 +95,16 @@ def build_parser() -> argparse.ArgumentParser:
     check = add("check-config", help="validate a config file (exit 0 valid, 2 invalid)")
     check.add_argument("file")
     check.set_defaults(func=_cmd_check_config)
+
+    migrate = add("migrate", help="apply the CPA schema migrations (idempotent)")
+    migrate.add_argument("--dsn", required=True, help="PostgreSQL DSN of the CPA database (schema owner)")
+    migrate.set_defaults(func=_cmd_migrate)
+
+    seed = add("seed", help="load deterministic synthetic CPA data")
+    seed.add_argument("--dsn", required=True)
+    seed.add_argument("--scale", choices=["small", "medium", "large"], default="small")
+    seed.add_argument("--seed", type=int, default=42, help="random seed (same seed, same data)")
+    seed.set_defaults(func=_cmd_seed)
 
     demo = add("demo", help="run the daemon against throwaway PostgreSQL and Redis servers")
     demo.add_argument("--listen", default="127.0.0.1:9188", help="HOST:PORT for /metrics")
