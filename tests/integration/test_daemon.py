@@ -43,7 +43,7 @@ def test_redis_up_follows_the_server(redis_server, daemon_factory):
 
 
 def test_unreachable_target_at_start_serves_zero_and_recovers(daemon_factory, tmp_path):
-    from pgwatch_cpa.sandbox import PostgresSandbox, free_port
+    from pgwatch_cpa.sandbox import free_port
 
     port = free_port()
     daemon = daemon_factory({"interval": "1s", "postgres": [

@@ -1,0 +1,1 @@
+"""Redis collectors: INFO, SLOWLOG, LATENCY and incremental key-family statistics."""
