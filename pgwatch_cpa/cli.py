@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from pgwatch_cpa import __version__
+from pgwatch_cpa.alerts.rules import RuleError
 from pgwatch_cpa.errors import ConfigError, PgwatchError
 
 log = logging.getLogger("pgwatch_cpa")
@@ -28,10 +29,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
+    from pgwatch_cpa.alerts.service import load_rule_files
     from pgwatch_cpa.config import load_settings
 
     settings = load_settings(args.file)
-    print(f"{args.file}: OK ({len(settings.postgres)} postgres, {len(settings.redis)} redis targets)")
+    rules = load_rule_files(settings.alerting.rules, settings.interval)
+    print(f"{args.file}: OK ({len(settings.postgres)} postgres, {len(settings.redis)} redis targets, "
+          f"{sum(1 for _ in rules.rules())} alert rules)")
     return EXIT_OK
 
 
@@ -118,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
-    except ConfigError as exc:
+    except (ConfigError, RuleError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INVALID
     except PgwatchError as exc:

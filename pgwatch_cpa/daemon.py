@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from pgwatch_cpa.alerts.service import AlertingService
 from pgwatch_cpa.collectors import POSTGRES_COLLECTORS, REDIS_COLLECTORS
 from pgwatch_cpa.config import Settings
 from pgwatch_cpa.errors import PgwatchError
@@ -34,7 +35,9 @@ class Daemon:
         self.store = SnapshotStore()
         self.exposition = Exposition(self.store)
         self.pollers: list[TargetPoller] = self._build_pollers()
-        self.app = build_app(self.exposition, self)
+        self.alerting = (AlertingService(settings.alerting, self.store, settings.interval,
+                                         self.exposition.live_registry) if settings.alerting.rules else None)
+        self.app = build_app(self.exposition, self, self.alerting.engine if self.alerting else None)
         self.app[POLLERS] = self.pollers
         self.app.cleanup_ctx.append(self._background)
 
@@ -58,9 +61,13 @@ class Daemon:
             await poller.open()
         tasks = [asyncio.create_task(p.run(), name=f"poller:{p.name}") for p in self.pollers]
         tasks.append(asyncio.create_task(self.exposition.refresh_forever(), name="exposition"))
+        alerting_stop = asyncio.Event()
+        if self.alerting is not None:
+            tasks.append(asyncio.create_task(self.alerting.run(alerting_stop), name="alerting"))
         try:
             yield
         finally:
+            alerting_stop.set()
             for task in tasks:
                 task.cancel()
             await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE / 2)

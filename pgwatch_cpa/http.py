@@ -8,10 +8,11 @@ from pgwatch_cpa.exposition import Exposition
 
 EXPOSITION = web.AppKey("exposition", Exposition)
 READINESS = web.AppKey("readiness", object)  # an object with .ready() -> (bool, list[str])
+ALERT_ENGINE = web.AppKey("alert_engine", object)  # AlertEngine or None when no rules are configured
 
 _INDEX = """<html><head><title>pgwatch-cpa</title></head><body><h1>pgwatch-cpa</h1><ul>
 <li><a href="metrics">/metrics</a></li><li><a href="healthz">/healthz</a></li>
-<li><a href="readyz">/readyz</a></li></ul></body></html>"""
+<li><a href="readyz">/readyz</a></li><li><a href="alerts">/alerts</a></li></ul></body></html>"""
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -29,16 +30,26 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response({"ready": ready, "waiting_for": waiting}, status=status)
 
 
+async def alerts(request: web.Request) -> web.Response:
+    """Prometheus's /api/v1/alerts shape, so tools that read Prometheus alerts read ours."""
+    engine = request.app[ALERT_ENGINE]
+    body = engine.api_alerts() if engine is not None else {"status": "success", "data": {"alerts": []}}  # type: ignore[attr-defined]
+    return web.json_response(body)
+
+
 async def index(_request: web.Request) -> web.Response:
     return web.Response(text=_INDEX, content_type="text/html")
 
 
-def build_app(exposition: Exposition, readiness: object) -> web.Application:
+def build_app(exposition: Exposition, readiness: object, alert_engine: object | None = None) -> web.Application:
     app = web.Application()
     app[EXPOSITION] = exposition
     app[READINESS] = readiness
+    app[ALERT_ENGINE] = alert_engine
     app.router.add_get("/", index)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/alerts", alerts)
+    app.router.add_get("/api/v1/alerts", alerts)
     return app

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from prometheus_client.core import Metric
+from prometheus_client.utils import floatToGoString
 
 Labels = Mapping[str, str]
 
@@ -38,6 +39,18 @@ class MetricSet:
             raise ValueError(f"counter {name} must end in _total")
         family = self._family(name[: -len("_total")], doc, "counter")
         family.add_sample(name, {**self._const, **(labels or {})}, float(value))
+
+    def histogram(self, name: str, doc: str, bounds: Sequence[float], cumulative: Sequence[float], total: float,
+                  labels: Labels | None = None) -> None:
+        """A histogram from cumulative bucket counts (len(bounds) + 1, the last being +Inf = count)."""
+        if len(cumulative) != len(bounds) + 1:
+            raise ValueError(f"histogram {name}: {len(cumulative)} counts for {len(bounds)} bounds")
+        family = self._family(name, doc, "histogram")
+        base = {**self._const, **(labels or {})}
+        for bound, count in zip([*bounds, float("inf")], cumulative, strict=True):
+            family.add_sample(f"{name}_bucket", {**base, "le": floatToGoString(bound)}, float(count))
+        family.add_sample(f"{name}_count", base, float(cumulative[-1]))
+        family.add_sample(f"{name}_sum", base, float(total))
 
     def info(self, name: str, doc: str, labels: Labels) -> None:
         """An ``*_info`` gauge with value 1 (the form promtool and Prometheus expect in text format)."""

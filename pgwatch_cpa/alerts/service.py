@@ -1,0 +1,152 @@
+"""Runs alerting inside the daemon: evaluate the rules over our own snapshots, keep state, notify on-call."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import aiohttp
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from pgwatch_cpa.alerts.config import AlertingSettings, AlertmanagerReceiverSettings, WebhookReceiverSettings
+from pgwatch_cpa.alerts.delivery import Endpoint, wait_event
+from pgwatch_cpa.alerts.engine import FIRING, Alert, AlertEngine, AlertStateError
+from pgwatch_cpa.alerts.history import History
+from pgwatch_cpa.alerts.notify import (
+    DEFAULT_INHIBIT,
+    AlertmanagerReceiver,
+    GroupingPolicy,
+    NotifyMetrics,
+    OutgoingAlert,
+    WebhookReceiver,
+    apply_inhibition,
+)
+from pgwatch_cpa.alerts.rules import RuleSet, load_rules
+from pgwatch_cpa.snapshot import SnapshotStore
+
+log = logging.getLogger(__name__)
+
+MIN_SPACING = 1.0  # evaluations triggered by new snapshots are at least this far apart
+
+
+def load_rule_files(paths: Sequence[Path], default_interval: float) -> RuleSet:
+    """One RuleSet from several files; a RuleError lists every problem of the first bad file."""
+    groups = []
+    for path in paths:
+        groups.extend(load_rules(path, default_interval=default_interval).groups)
+    return RuleSet(source=", ".join(str(p) for p in paths), groups=tuple(groups))
+
+
+class AlertingService:
+    def __init__(self, settings: AlertingSettings, store: SnapshotStore, interval: float,
+                 registry: CollectorRegistry) -> None:
+        self.settings = settings
+        self.store = store
+        self.interval = settings.evaluation_interval or interval
+        self.rules = load_rule_files(settings.rules, self.interval)
+        self.engine = AlertEngine(self.rules, History.for_rules(self.rules))
+        self._restore_state()
+        notify_metrics = NotifyMetrics(registry)
+        self.receivers = [_build_receiver(r, settings.external_url, notify_metrics, self.interval)
+                          for r in settings.receivers]
+        self._alerts = Gauge("pgwatch_alerts", "Alerts of the in-process rule engine, by state.",
+                             ["alertname", "state"], registry=registry)
+        self._eval_seconds = Histogram("pgwatch_alert_evaluation_duration_seconds",
+                                       "Time to evaluate every alert rule once.",
+                                       buckets=(0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1), registry=registry)
+        self._eval_failures = Counter("pgwatch_alert_rule_evaluation_failures_total",
+                                      "Rule evaluations that failed (the rule keeps its previous alerts).",
+                                      ["rule_group"], registry=registry)
+        self._reported_failures: dict[str, int] = {}
+
+    def _restore_state(self) -> None:
+        path = self.settings.state_file
+        if path is None or not path.exists():
+            return
+        try:
+            restored = self.engine.load(path)
+            log.info("restored %d alert(s) from %s", restored, path)
+        except AlertStateError as exc:
+            log.warning("ignoring unreadable alert state %s: %s", path, exc)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        async with aiohttp.ClientSession() as session:
+            tasks = [asyncio.create_task(r.run(session, stop), name=f"receiver:{r.name}") for r in self.receivers]
+            try:
+                await self._evaluate_forever(stop)
+            finally:
+                stop.set()
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _evaluate_forever(self, stop: asyncio.Event) -> None:
+        """Evaluate soon after every new snapshot (fast detection) and at least every interval."""
+        while not stop.is_set():
+            changed = asyncio.create_task(self.store.wait_changed())
+            stopped = asyncio.create_task(stop.wait())
+            await asyncio.wait({changed, stopped}, timeout=self.interval, return_when=asyncio.FIRST_COMPLETED)
+            changed.cancel()
+            stopped.cancel()
+            if stop.is_set():
+                return
+            await asyncio.sleep(0.1)  # let the rest of a poll cycle land
+            self.evaluate(time.time())
+            await wait_event(stop, MIN_SPACING)
+
+    def evaluate(self, now: float) -> list[Alert]:
+        self.engine.evaluator.history.ingest(self.store.samples(), now)  # type: ignore[attr-defined]
+        alerts = self.engine.evaluate(now, all_groups=True)
+        stats = self.engine.stats()
+        self._eval_seconds.observe(stats.last_duration)
+        self._record(alerts, stats.failures_by_group)
+        outgoing = self._outgoing(alerts)
+        for receiver in self.receivers:
+            receiver.update(outgoing, now)
+        if self.settings.state_file is not None:
+            try:
+                self.engine.save(self.settings.state_file, now)
+            except (OSError, AlertStateError) as exc:
+                log.warning("cannot save alert state to %s: %s", self.settings.state_file, exc)
+        return alerts
+
+    def _outgoing(self, alerts: Sequence[Alert]) -> list[OutgoingAlert]:
+        base = self.settings.external_url.rstrip("/")
+        out = [OutgoingAlert(a.labels, a.annotations, a.fired_at or a.active_at, a.resolved_at,
+                             f"{base}/alerts" if base else "")
+               for a in alerts if a.state == FIRING or a.resolved_at is not None]
+        return apply_inhibition(out, DEFAULT_INHIBIT) if self.settings.inhibit_when_target_down else out
+
+    def _record(self, alerts: Sequence[Alert], failures: dict[str, int]) -> None:
+        self._alerts.clear()
+        for rule in self.rules.rules():
+            for state in ("pending", "firing"):
+                self._alerts.labels(rule.name, state).set(0)
+        for alert in alerts:
+            if alert.state in ("pending", "firing"):
+                self._alerts.labels(alert.rule, alert.state).inc()
+        for group, count in failures.items():
+            new = count - self._reported_failures.get(group, 0)
+            if new > 0:
+                self._eval_failures.labels(group).inc(new)
+                log.warning("rule group %s: %d evaluation failure(s): %s", group, new,
+                            "; ".join(f"{k}: {v}" for k, v in self.engine.stats().rule_errors.items()))
+            self._reported_failures[group] = count
+
+
+def _endpoint(url: str, receiver: WebhookReceiverSettings | AlertmanagerReceiverSettings) -> Endpoint:
+    basic = (receiver.basic_auth.username, receiver.basic_auth.password) if receiver.basic_auth else None
+    hmac_secret = receiver.hmac_secret if isinstance(receiver, WebhookReceiverSettings) else None
+    return Endpoint(url, bearer_token=receiver.bearer_token, basic_auth=basic, hmac_secret=hmac_secret,
+                    timeout=receiver.timeout, max_attempts=receiver.max_attempts)
+
+
+def _build_receiver(receiver: WebhookReceiverSettings | AlertmanagerReceiverSettings, external_url: str,
+                    metrics: NotifyMetrics, interval: float) -> WebhookReceiver | AlertmanagerReceiver:
+    if isinstance(receiver, WebhookReceiverSettings):
+        policy = GroupingPolicy(tuple(receiver.group_by), receiver.group_wait, receiver.group_interval,
+                                receiver.repeat_interval, receiver.send_resolved)
+        return WebhookReceiver(receiver.name, _endpoint(receiver.url, receiver), policy, external_url, metrics)
+    return AlertmanagerReceiver(receiver.name, [_endpoint(u, receiver) for u in receiver.urls], metrics,
+                                resend_delay=receiver.resend_delay, eval_interval=interval)
