@@ -25,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from pgwatch_cpa.alerts.config import AlertingSettings
 from pgwatch_cpa.durations import parse_duration
 from pgwatch_cpa.errors import ConfigError
 from pgwatch_cpa.secrets import REDACTOR, mask_dsn, mask_url
@@ -35,6 +36,7 @@ TargetName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
 # Environment variables that configure tools around the daemon, not the daemon itself.
 NON_CONFIG_ENV = {"PGWATCH_PG_BINDIR", "PGWATCH_REDIS_SERVER", "PGWATCH_REQUIRE_ALL", "PGWATCH_SANDBOX_USER"}
 _ENV_PREFIX = "PGWATCH_"
+_UNION_TAGS = {"webhook", "alertmanager"}
 
 
 class _Strict(BaseModel):
@@ -44,6 +46,25 @@ class _Strict(BaseModel):
 class CollectorSettings(_Strict):
     enabled: bool = True
     interval: Duration | None = None
+
+
+def _check_regex(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression: {exc}") from None
+    return value
+
+
+Regex = Annotated[str, BeforeValidator(_check_regex)]
+
+
+class DiscoverSettings(_Strict):
+    """Poll every connectable, non-template database whose name fully matches include and not exclude."""
+
+    include: Regex = ".*"
+    exclude: Regex | None = None
 
 
 class PostgresTarget(_Strict):
@@ -57,7 +78,24 @@ class PostgresTarget(_Strict):
     lock_timeout: Duration = 0.1
     max_connections: Annotated[int, Field(ge=1, le=10)] = 2
     collectors: dict[str, CollectorSettings] = Field(default_factory=dict)
+    # Databases for the per-database collectors (tables, indexes, table_size): a list, or discovery; neither
+    # means the DSN's database only. Instance-wide collectors always run once, on the DSN's database.
+    databases: list[Annotated[str, Field(min_length=1, max_length=63)]] | None = None
+    discover: DiscoverSettings | None = None
+    top_n: Annotated[int, Field(ge=1, le=10000)] = 100  # statements, tables, indexes exported per database
+    application_top_n: Annotated[int, Field(ge=1, le=1000)] = 10  # application_name values, rest "other"
+    long_query_threshold: Duration = 300.0  # pg_stat_activity: non-idle query running longer than this
+    slow_query_threshold: Duration = 1.0  # pg_stat_statements: mean execution time above this
+    seq_scan_threshold: Annotated[int, Field(ge=0)] = 1000  # tables: seq_scan > idx_scan and >= this
+    query_text: bool = False  # export normalised, truncated pg_stat_statements text (top-N) as an info metric
+    query_text_max_length: Annotated[int, Field(ge=16, le=4096)] = 200
     _conninfo: str = PrivateAttr(default="")
+
+    @model_validator(mode="after")
+    def _check_databases(self) -> PostgresTarget:
+        if self.databases is not None and self.discover is not None:
+            raise ValueError("databases: set either databases or discover, not both")
+        return self
 
     @field_validator("dsn")
     @classmethod
@@ -80,6 +118,30 @@ class PostgresTarget(_Strict):
         return mask_dsn(self._conninfo)
 
 
+# Key families of the Redis key-family collector: family label -> key patterns. A pattern is a key prefix in
+# which "*" stands for one key segment (any run of characters without ":"); the most specific pattern (most
+# literal characters) wins, and keys that match none count as "other". The CPA caching service
+# (pgwatch_cpa.cpa.cache.keys) writes cpa:v1:d:<org>:<family code>:...; the bare prefixes are the platform's
+# legacy layout (cpa-database-performance-guide, CACHE_KEYS), which the benchmark catalog also uses. The family
+# names are the caching service's, so redis_key_family_* and cpa_cache_* join on the family label.
+DEFAULT_KEY_FAMILIES: dict[str, tuple[str, ...]] = {
+    "user_profile": ("cpa:v1:d:*:up:", "user:"),
+    "client_list": ("cpa:v1:d:*:cl:", "client:"),
+    "dashboard_metrics": ("cpa:v1:d:*:dm:", "dashboard:"),
+    "document_list": ("cpa:v1:d:*:dl:", "document:"),
+    "task_list": ("cpa:v1:d:*:tl:", "task:"),
+    "invoice_list": ("cpa:v1:d:*:il:", "invoice:"),
+    "quickbooks_data": ("cpa:v1:d:*:qb:", "qb:"),
+    "report_data": ("cpa:v1:d:*:rp:", "report:"),
+    "session": ("cpa:v1:d:*:ss:", "session:"),
+    "cache_generation": ("cpa:v1:g:",),  # per-org and per-family generation counters (no TTL by design)
+    "cache_lock": ("cpa:v1:l:",),  # cross-process load locks
+    "cache_stats": ("cpa:stats:",),  # the app instances' published cache statistics
+}
+FamilyName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,39}$")]
+KeyPrefix = Annotated[str, Field(min_length=1, max_length=256)]
+
+
 class RedisTarget(_Strict):
     name: TargetName
     url: str | None = Field(default=None, repr=False)
@@ -89,7 +151,34 @@ class RedisTarget(_Strict):
     timeout: Duration = 2.0
     max_connections: Annotated[int, Field(ge=1, le=10)] = 2
     collectors: dict[str, CollectorSettings] = Field(default_factory=dict)
+    # info: commands exported by name in redis_commands_*{cmd} (the rest is cmd="other"); same for errors.
+    top_commands: Annotated[int, Field(ge=1, le=200)] = 30
+    top_errors: Annotated[int, Field(ge=1, le=50)] = 10
+    # slowlog: entries read per cycle (SLOWLOG GET n); their arguments are never exported.
+    slowlog_entries: Annotated[int, Field(ge=1, le=128)] = 32
+    # key_families: key patterns per family (see DEFAULT_KEY_FAMILIES), and the incremental SCAN counting them.
+    key_families: dict[FamilyName, Annotated[list[KeyPrefix], Field(min_length=1, max_length=16)]] = Field(
+        default_factory=lambda: {k: list(v) for k, v in DEFAULT_KEY_FAMILIES.items()}, max_length=64)
+    key_scan_budget: Annotated[Duration, Field(gt=0, le=0.05)] = 0.002  # Redis time per cycle for SCAN work
+    key_scan_count: Annotated[int, Field(ge=10, le=10_000)] = 1000  # largest COUNT of one SCAN call
+    key_scan_max_keys: Annotated[int, Field(ge=10, le=1_000_000)] = 50_000  # hard cap of keys scanned per cycle
+    key_memory_samples: Annotated[int, Field(ge=0, le=1000)] = 32  # MEMORY USAGE samples per family per pass
     _url: str = PrivateAttr(default="")
+
+    @field_validator("key_families")
+    @classmethod
+    def _check_families(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        if "other" in value:
+            raise ValueError("'other' is reserved for keys that match no family")
+        owner: dict[str, str] = {}
+        for family, prefixes in value.items():
+            for prefix in prefixes:
+                if not prefix.replace("*", ""):
+                    raise ValueError(f"pattern {prefix!r} of {family!r} has no literal characters")
+                if prefix in owner:
+                    raise ValueError(f"pattern {prefix!r} is listed under both {owner[prefix]!r} and {family!r}")
+                owner[prefix] = family
+        return value
 
     @field_validator("url")
     @classmethod
@@ -119,6 +208,7 @@ class Settings(_Strict):
     redis: list[RedisTarget] = Field(default_factory=list)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
+    alerting: AlertingSettings = Field(default_factory=AlertingSettings)
 
     @field_validator("listen")
     @classmethod
@@ -209,17 +299,20 @@ def load_settings(path: str | Path, environ: Mapping[str, str] | None = None) ->
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         raise ConfigError([f"{where}invalid YAML: {getattr(exc, 'problem', exc)}"], source=str(path)) from None
-    return settings_from_mapping(raw, environ if environ is not None else os.environ, source=str(path))
+    return settings_from_mapping(raw, environ if environ is not None else os.environ, source=str(path),
+                                 base_dir=path.parent)
 
 
-def settings_from_mapping(raw: Any, environ: Mapping[str, str], source: str = "config") -> Settings:
+def settings_from_mapping(raw: Any, environ: Mapping[str, str], source: str = "config",
+                          base_dir: Path | None = None) -> Settings:
+    """Validate a parsed config. Relative paths in it (rule files) are relative to ``base_dir``."""
     if not isinstance(raw, dict):
         raise ConfigError(["top level must be a mapping of keys to values"], source=source)
     problems = apply_env_overrides(raw, environ)
     problems += _duplicate_names(raw)
     settings = None
     try:
-        settings = Settings.model_validate(raw, context={"environ": environ})
+        settings = Settings.model_validate(raw, context={"environ": environ, "base_dir": base_dir or Path.cwd()})
     except ValidationError as exc:
         problems += [_format_error(err) for err in exc.errors()]
     if problems or settings is None:
@@ -241,7 +334,9 @@ def _format_error(err: Mapping[str, Any]) -> str:
 
 def format_path(loc: tuple[Any, ...] | list[Any]) -> str:
     out = ""
-    for part in loc:
+    for index, part in enumerate(loc):
+        if part in _UNION_TAGS and index and isinstance(loc[index - 1], int):
+            continue  # pydantic puts the discriminator's value in the path; users never wrote it
         if isinstance(part, int):
             out += f"[{part}]"
         else:

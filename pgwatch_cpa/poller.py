@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from typing import Any
+
+from prometheus_client.core import Metric
 
 from pgwatch_cpa.collectors.base import Collector, CollectorDisabled
 from pgwatch_cpa.secrets import REDACTOR
@@ -179,66 +183,203 @@ def describe(exc: BaseException | None) -> str:
 
 
 class PostgresPoller(TargetPoller):
+    """Polls one PostgreSQL server; per-database collectors run once per polled database.
+
+    Connections come from a small cache shared by all databases of the target (``max_connections`` at most,
+    reused across cycles). Databases come from ``databases`` or ``discover`` (re-read every cycle, so a dropped
+    database just disappears), or default to the DSN's database.
+    """
+
     kind = "postgres"
     up_metric = "pg_up"
     up_help = "1 if the PostgreSQL target answered the last probe, 0 otherwise."
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.pool: Any = None
+        self.connections: Any = None
         self._server_version = 0
         self._database = ""
         self._extensions: dict[str, str] = {}
+        self.databases: list[str] = []
+        self._missing_logged: set[str] = set()
+        self._db_failed: set[tuple[str, str]] = set()
+        self._probe_reused = False
+        self._batch: tuple[int, Any, list[Collector]] = (-1, None, [])
 
     async def open(self) -> None:
-        from psycopg_pool import AsyncConnectionPool
+        from pgwatch_cpa.collectors.postgres.connections import PgConnections
 
         s = self.settings
-        options = f"-c statement_timeout={int(s.statement_timeout * 1000)} -c lock_timeout={int(s.lock_timeout * 1000)}"
-        self.pool = AsyncConnectionPool(
-            s.conninfo, min_size=0, max_size=s.max_connections, open=False, name=f"pgwatch-{self.name}",
-            timeout=s.connect_timeout, check=AsyncConnectionPool.check_connection,
-            reconnect_timeout=s.connect_timeout,
-            kwargs={"autocommit": True, "application_name": "pgwatch-cpa", "options": options,
-                    "connect_timeout": max(1, int(s.connect_timeout))},
-        )
-        await self.pool.open(wait=False)
+        self.connections = PgConnections(
+            s.conninfo, max_size=s.max_connections, connect_timeout=s.connect_timeout,
+            statement_timeout=s.statement_timeout, lock_timeout=s.lock_timeout,
+            max_idle=max(300.0, 4 * self.interval))
 
     async def close(self) -> None:
-        if self.pool is not None:
-            await self.pool.close(timeout=2.0)
+        if self.connections is not None:
+            await self.connections.close()
 
     async def probe(self) -> None:
-        from psycopg_pool import PoolTimeout
-
-        try:
-            await self._probe_with_pool()
-        except PoolTimeout:
-            await self._diagnose()
-            raise
-
-    async def _diagnose(self) -> None:
-        """The pool only says "timed out"; one direct attempt surfaces the server's reason (auth, refused...)."""
         import psycopg
 
-        conn = await psycopg.AsyncConnection.connect(self.settings.conninfo, **self.pool.kwargs)
-        await conn.close()
+        self._probe_reused = False
+        try:
+            await self._probe_once()
+        except psycopg.OperationalError:
+            if not self._probe_reused:
+                raise
+            # A reused connection may have died with a server restart: drop the idle ones and try once afresh.
+            await self.connections.discard_idle()
+            await self._probe_once()
 
-    async def _probe_with_pool(self) -> None:
-        async with self.pool.connection(timeout=self.settings.connect_timeout) as conn:
+    async def _probe_once(self) -> None:
+        async with self.connections.connection(None) as (conn, reused):
+            self._probe_reused = reused
             cur = await conn.execute(
                 "SELECT current_setting('server_version_num')::int, current_database(), "
                 "coalesce((SELECT json_object_agg(extname, extversion) FROM pg_catalog.pg_extension), '{}')"
             )
             self._server_version, self._database, self._extensions = await cur.fetchone()
+            self.databases = await self._discover(conn)
+        await self.connections.retain(self.databases)
+
+    async def _discover(self, conn: Any) -> list[str]:
+        from pgwatch_cpa.collectors.postgres.sql import load
+
+        s = self.settings
+        if s.databases is None and s.discover is None:
+            return [self._database]
+        cur = await conn.execute(load("pg_databases", self._server_version).text)
+        existing = [row[0] for row in await cur.fetchall()]
+        if s.databases is not None:
+            for name in s.databases:
+                if name not in existing and name not in self._missing_logged:
+                    self._missing_logged.add(name)
+                    log.warning("target %s: database %r does not exist or lacks CONNECT; not polled",
+                                self.name, name)
+            return [name for name in s.databases if name in existing]
+        include, exclude = re.compile(s.discover.include), s.discover.exclude and re.compile(s.discover.exclude)
+        return [d for d in existing if include.fullmatch(d) and not (exclude and exclude.fullmatch(d))]
 
     @asynccontextmanager
-    async def context(self, collector: Collector) -> AsyncIterator[Any]:
+    async def context(self, collector: Collector, database: str | None = None) -> AsyncIterator[Any]:
         from pgwatch_cpa.collectors.base import PgContext
 
-        async with self.pool.connection(timeout=self.settings.connect_timeout) as conn:
-            yield PgContext(self.name, conn, self._server_version, self.settings, self._database,
+        async with self.connections.connection(database) as (conn, _reused):
+            yield PgContext(self.name, conn, self._server_version, self.settings, database or self._database,
                             self._extensions, self._state[collector.name])
+
+    async def _run_collector(self, collector: Collector) -> None:
+        if not getattr(collector, "per_database", False):
+            await super()._run_collector(collector)
+            return
+        # Per-database collectors of one cycle run together, database by database, so that each database
+        # needs one connection per cycle (and keeps it, if max_connections allows) rather than one per collector.
+        cycle, future, members = self._batch
+        if cycle != self.attempts:
+            now = time.monotonic()
+            members = [c for c in self.collectors if getattr(c, "per_database", False)
+                       and c.name not in self._disabled and self._is_due(c, now)]
+            future = asyncio.get_running_loop().create_future()
+            self._batch = (self.attempts, future, members)
+            try:
+                future.set_result(await self._run_databases(members))
+            except BaseException as exc:
+                future.set_exception(exc)
+                raise
+        if collector not in members:
+            outcome = (await self._run_databases([collector]))[collector.name]
+        else:
+            outcome = (await asyncio.shield(future))[collector.name]
+        if outcome.disabled is not None:
+            self._disabled[collector.name] = str(outcome.disabled)
+            log.warning("target %s: collector %s disabled: %s", self.name, collector.name, outcome.disabled)
+            self.store.put(self.name, collector.name, ())
+            return
+        if outcome.failure is None:
+            self._last_run[collector.name] = outcome.started
+        self._record_health(collector.name, outcome.failure is None, outcome.duration, outcome.failure)
+        # one database's failure never hides the other databases' samples
+        self.store.put(self.name, collector.name, merge_families(outcome.results))
+
+    async def _run_databases(self, collectors: Sequence[Collector]) -> dict[str, _Outcome]:
+        outcomes = {c.name: _Outcome(started=time.monotonic()) for c in collectors}
+        for database in list(self.databases):
+            for collector in collectors:
+                outcome = outcomes[collector.name]
+                if outcome.disabled is not None:
+                    continue
+                out = MetricSet({"target": self.name})
+                started = time.monotonic()
+                try:
+                    async with asyncio.timeout(self.collector_timeout), self.context(collector, database) as ctx:
+                        await collector.collect(ctx, out)
+                except CollectorDisabled as exc:
+                    outcome.disabled = exc
+                    continue
+                except Exception as exc:  # task boundary for this collector on this database
+                    outcome.duration += time.monotonic() - started
+                    if await self._database_gone(database):
+                        break
+                    self._note_db_failure(collector.name, database, exc)
+                    outcome.failure = outcome.failure or exc
+                    continue
+                outcome.duration += time.monotonic() - started
+                self._note_db_success(collector.name, database)
+                outcome.results.append(out.families())
+        return outcomes
+
+    async def _database_gone(self, database: str) -> bool:
+        """True if the database was dropped (or lost CONNECT) since discovery: not an error, it just goes."""
+        if database == self._database:
+            return False
+        try:
+            async with self.connections.connection(None) as (conn, _reused):
+                cur = await conn.execute("SELECT 1 FROM pg_catalog.pg_database WHERE datname = %s "
+                                         "AND pg_catalog.has_database_privilege(oid, 'CONNECT')", (database,))
+                gone = await cur.fetchone() is None
+        except Exception:  # cannot tell: count it as a failure of that database
+            return False
+        if gone:
+            log.info("target %s: database %r disappeared; no longer polled", self.name, database)
+            self.databases = [d for d in self.databases if d != database]
+            await self.connections.discard_idle(database)
+        return gone
+
+    def _note_db_failure(self, collector: str, database: str, exc: BaseException) -> None:
+        if (collector, database) not in self._db_failed:
+            self._db_failed.add((collector, database))
+            log.warning("target %s: collector %s failed on database %r: %s", self.name, collector, database,
+                        describe(exc))
+
+    def _note_db_success(self, collector: str, database: str) -> None:
+        if (collector, database) in self._db_failed:
+            self._db_failed.discard((collector, database))
+            log.info("target %s: collector %s recovered on database %r", self.name, collector, database)
+
+
+@dataclass
+class _Outcome:
+    """What one per-database collector produced over all databases in one cycle."""
+
+    started: float
+    duration: float = 0.0
+    results: list[tuple[Metric, ...]] = field(default_factory=list)
+    failure: BaseException | None = None
+    disabled: BaseException | None = None
+
+
+def merge_families(results: Sequence[tuple[Metric, ...]]) -> tuple[Metric, ...]:
+    """Families of several runs (one per database) merged by name."""
+    merged: dict[str, Metric] = {}
+    for families in results:
+        for family in families:
+            existing = merged.get(family.name)
+            if existing is None:
+                existing = merged[family.name] = Metric(family.name, family.documentation, family.type,
+                                                        family.unit)
+            existing.samples.extend(family.samples)
+    return tuple(merged.values())
 
 
 class RedisPoller(TargetPoller):

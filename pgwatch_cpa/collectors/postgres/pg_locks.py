@@ -1,0 +1,24 @@
+"""Locks by database, mode and whether they are granted (pg_locks)."""
+
+from __future__ import annotations
+
+from pgwatch_cpa.collectors.base import PgContext
+from pgwatch_cpa.collectors.postgres.common import PgCollector, fetch
+from pgwatch_cpa.snapshot import MetricSet
+
+MODES = ("AccessShareLock", "RowShareLock", "RowExclusiveLock", "ShareUpdateExclusiveLock", "ShareLock",
+         "ShareRowExclusiveLock", "ExclusiveLock", "AccessExclusiveLock")
+
+
+class LocksCollector(PgCollector):
+    name = "locks"
+
+    async def collect(self, ctx: PgContext, out: MetricSet) -> None:
+        waiting = 0.0
+        for r in await fetch(ctx, "pg_locks"):
+            out.gauge("pg_locks", "Locks held or awaited, by database ('' for cluster-wide), mode and granted.",
+                      r["locks"], {"datname": r["datname"], "mode": r["mode"],
+                                   "granted": "true" if r["granted"] else "false"})
+            if not r["granted"]:
+                waiting += r["locks"]
+        out.gauge("pg_locks_waiting", "Lock requests not granted yet.", waiting)

@@ -1,0 +1,4 @@
+-- PG 16 added reserved_connections (slots for roles with pg_use_reserved_connections).
+SELECT pg_catalog.current_setting('max_connections')::int                            AS max_connections,
+       pg_catalog.current_setting('superuser_reserved_connections')::int             AS superuser_reserved_connections,
+       pg_catalog.current_setting('reserved_connections')::int                       AS reserved_connections
