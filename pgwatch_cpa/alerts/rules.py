@@ -116,8 +116,8 @@ def load_rules(path: str | Path, *, default_interval: float = DEFAULT_INTERVAL) 
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise RuleError([f"{path.name}: cannot read: {exc.strerror}"]) from None
-    return parse_rules(text, source=path.name, default_interval=default_interval)
+        raise RuleError([f"{path}: cannot read: {exc.strerror}"]) from None
+    return parse_rules(text, source=str(path), default_interval=default_interval)
 
 
 def parse_rules(text: str, *, source: str = "alerts.yml", default_interval: float = DEFAULT_INTERVAL) -> RuleSet:
