@@ -85,6 +85,7 @@ class PostgresTarget(_Strict):
     top_n: Annotated[int, Field(ge=1, le=10000)] = 100  # statements, tables, indexes exported per database
     application_top_n: Annotated[int, Field(ge=1, le=1000)] = 10  # application_name values, rest "other"
     long_query_threshold: Duration = 300.0  # pg_stat_activity: non-idle query running longer than this
+    idle_in_transaction_threshold: Duration = 300.0  # pg_stat_activity: idle in transaction longer than this
     slow_query_threshold: Duration = 1.0  # pg_stat_statements: mean execution time above this
     seq_scan_threshold: Annotated[int, Field(ge=0)] = 1000  # tables: seq_scan > idx_scan and >= this
     query_text: bool = False  # export normalised, truncated pg_stat_statements text (top-N) as an info metric

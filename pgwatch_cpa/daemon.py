@@ -74,11 +74,11 @@ class Daemon:
             await asyncio.gather(*(p.close() for p in self.pollers), return_exceptions=True)
 
     async def serve(self, stop: asyncio.Event) -> None:
-        runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await runner.setup()
         host, port = self.settings.listen_host_port
         try:
-            await web.TCPSite(runner, host, port, shutdown_timeout=1.0).start()
+            await web.TCPSite(runner, host, port).start()
         except OSError as exc:
             await runner.cleanup()
             raise ListenError(f"cannot listen on {self.settings.listen}: {exc.strerror or exc}") from None

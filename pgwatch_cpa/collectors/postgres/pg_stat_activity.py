@@ -63,6 +63,9 @@ class ActivityCollector(PgCollector):
                   "Non-idle sessions whose query started more than long_query_threshold ago.", long_running)
         out.gauge("pg_stat_activity_long_running_threshold_seconds", "The long_query_threshold setting.",
                   float(s.long_query_threshold))
+        out.gauge("pg_stat_activity_idle_in_transaction_threshold_seconds",
+                  "The idle_in_transaction_threshold setting (the PostgresIdleInTransaction alert compares to it).",
+                  float(s.idle_in_transaction_threshold))
         out.gauge("pg_stat_activity_blocked_backends", "Sessions waiting for a lock held by another session.",
                   blocked)
 

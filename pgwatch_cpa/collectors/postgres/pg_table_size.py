@@ -1,4 +1,4 @@
-"""Table and index sizes of each polled database: top-N tables by size + totals (slow interval)."""
+"""Table and index sizes of each polled database: exact for the top-N tables, estimated totals (slow interval)."""
 
 from __future__ import annotations
 
@@ -19,9 +19,11 @@ class TableSizeCollector(PgCollector):
         db = {"datname": ctx.database}
         for r in await fetch(ctx, "pg_table_size", {"top_n": ctx.settings.top_n}):
             if r["kind"] == "total":
-                out.gauge("pg_tables_size_bytes", "Disk space of all user tables (heap, TOAST, FSM, VM).",
+                out.gauge("pg_tables_size_bytes", "Disk space of all user tables (heap and TOAST), estimated from "
+                          "pg_class.relpages as of the last VACUUM/ANALYZE.",
                           num(r["table_bytes"]) or 0.0, db)
-                out.gauge("pg_tables_indexes_size_bytes", "Disk space of the indexes of all user tables.",
+                out.gauge("pg_tables_indexes_size_bytes", "Disk space of the indexes of all user tables, estimated "
+                          "from pg_class.relpages as of the last VACUUM/ANALYZE.",
                           num(r["index_bytes"]) or 0.0, db)
                 continue
             labels = {**db, "schemaname": r["schemaname"], "relname": r["relname"]}
