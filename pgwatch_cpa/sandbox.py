@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 SANDBOX_USER = os.environ.get("PGWATCH_SANDBOX_USER", "pgwatch-sandbox")
 SHARED_CACHE = Path("/var/cache/pgwatch-cpa")
 TEMP_PREFIX = "pgwatch-cpa-sandbox-"
+OWNER_FILE = "owner.pid"
 START_TIMEOUT = 60.0
 
 _live: set[_Server] = set()
@@ -134,6 +135,12 @@ class _Server:
         with _live_lock:
             _live.add(self)
 
+    def _make_tempdir(self) -> Path:
+        sweep_stale_tempdirs()
+        path = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX))
+        (path / OWNER_FILE).write_text(str(os.getpid()))
+        return path
+
     def _stop_process(self, sig: int = signal.SIGINT, timeout: float = 15.0) -> None:
         process, self.process = self.process, None
         if process is None or process.poll() is not None:
@@ -156,6 +163,38 @@ class _Server:
             _live.discard(self)
         if getattr(self, "tempdir", None) and self.tempdir.exists():
             shutil.rmtree(self.tempdir, ignore_errors=True)
+
+
+def sweep_stale_tempdirs() -> None:
+    """Delete sandbox dirs whose owner process is gone (it was killed before it could clean up)."""
+    for path in Path(tempfile.gettempdir()).glob(TEMP_PREFIX + "*"):
+        try:
+            owner = int((path / OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            continue
+        if not _pid_alive(owner):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _die_with_us(args: list[str]) -> list[str]:
+    """Prefix a server command so the kernel kills it if this process dies without cleaning up (SIGKILL).
+
+    The parent-death signal follows the thread that forks, so it is only set from the main thread.
+    """
+    setpriv = shutil.which("setpriv")
+    if setpriv is None or threading.current_thread() is not threading.main_thread():
+        return args
+    return [setpriv, "--pdeathsig", "KILL", "--", *args]
 
 
 _hooks_installed = False
@@ -205,7 +244,7 @@ class PostgresSandbox(_Server):
                                    "'embedded' extra or Debian's postgresql package)")
             self.build = builds[0]
         self._register()
-        self.tempdir = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX))
+        self.tempdir = self._make_tempdir()
         self.datadir = self.tempdir / "data"
         self._bindir = _reachable_bindir(self.build.bindir)
         self._initdb()
@@ -252,7 +291,8 @@ class PostgresSandbox(_Server):
             args += ["-c", f"{key}={value}"]
         logfile = open(self.tempdir / "server.log", "ab")  # noqa: SIM115 - owned by the child
         user = self._run_as
-        self.process = subprocess.Popen(args, stdout=logfile, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        self.process = subprocess.Popen(_die_with_us(args), stdout=logfile, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL,
                                         user=user, start_new_session=True, cwd=self.tempdir)
         logfile.close()
         self._wait_ready()
@@ -369,7 +409,7 @@ class RedisSandbox(_Server):
                                    "extra or Debian's redis-server)")
             self.server = servers[0]
         self._register()
-        self.tempdir = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX))
+        self.tempdir = self._make_tempdir()
         self.port = free_port()
         self._launch()
         return self
@@ -378,7 +418,7 @@ class RedisSandbox(_Server):
         args = [str(self.server), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                 "--appendonly", "no", "--dir", str(self.tempdir), "--daemonize", "no",
                 "--logfile", str(self.tempdir / "server.log"), *self.extra_args]
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        self.process = subprocess.Popen(_die_with_us(args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                         stdin=subprocess.DEVNULL, start_new_session=True)
         self._wait_ready()
 
