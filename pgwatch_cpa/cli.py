@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 from collections.abc import Callable, Sequence
 
@@ -64,6 +65,25 @@ def _cmd_seed(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_workload(args: argparse.Namespace) -> int:
+    from pgwatch_cpa.cpa.workload import run_workload
+
+    _setup_logging(args, None)
+
+    async def run() -> object:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        return await run_workload(args.dsn, args.redis, rate=args.rate, duration=args.duration, seed=args.seed,
+                                  cache=not args.no_cache, app_instance=args.app_instance,
+                                  write_ratio=args.write_ratio, stop=stop)
+
+    report = asyncio.run(run())
+    print(report.table())  # type: ignore[attr-defined]
+    return EXIT_FAILURE if report.failed else EXIT_OK  # type: ignore[attr-defined]
+
+
 def _environ(overrides: dict[str, str]) -> dict[str, str]:
     import os
 
@@ -109,6 +129,17 @@ def build_parser() -> argparse.ArgumentParser:
     seed.add_argument("--scale", choices=["small", "medium", "large"], default="small")
     seed.add_argument("--seed", type=int, default=42, help="random seed (same seed, same data)")
     seed.set_defaults(func=_cmd_seed)
+
+    workload = add("workload", help="replay the CPA platform's traffic (open loop, Poisson arrivals)")
+    workload.add_argument("--dsn", required=True, help="DSN of the seeded CPA database (schema owner)")
+    workload.add_argument("--redis", default=None, help="Redis URL of the caching service (omit: no cache)")
+    workload.add_argument("--rate", type=float, default=50.0, help="requests per second (default 50)")
+    workload.add_argument("--duration", type=float, default=None, help="seconds (default: until Ctrl-C)")
+    workload.add_argument("--write-ratio", type=float, default=0.05, help="share of writes (default 0.05)")
+    workload.add_argument("--no-cache", action="store_true", help="bypass the cache even with --redis")
+    workload.add_argument("--app-instance", default="workload-1", help="name in the cache statistics")
+    workload.add_argument("--seed", type=int, default=1)
+    workload.set_defaults(func=_cmd_workload)
 
     demo = add("demo", help="run the daemon against throwaway PostgreSQL and Redis servers")
     demo.add_argument("--listen", default="127.0.0.1:9188", help="HOST:PORT for /metrics")
