@@ -67,8 +67,9 @@ class Exposition:
 
     async def refresh_forever(self) -> None:
         """Re-render the text format whenever the store changes (debounced), so scrapes find it ready."""
+        seen = 0
         while True:
-            await self.store.wait_changed()
+            seen = await self.store.wait_changed(seen)
             await asyncio.sleep(0.05)  # let the rest of a poll cycle land first
             await self._rendered(openmetrics_format=False)
 

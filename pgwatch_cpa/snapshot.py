@@ -82,18 +82,25 @@ class SnapshotStore:
 
     def put(self, target: str, collector: str, families: tuple[Metric, ...]) -> None:
         self._results[(target, collector)] = families
-        self.version += 1
-        self._changed.set()
+        self._bump()
 
     def drop_target(self, target: str) -> None:
         for key in [k for k in self._results if k[0] == target]:
             del self._results[key]
-        self.version += 1
-        self._changed.set()
+        self._bump()
 
-    async def wait_changed(self) -> None:
-        await self._changed.wait()
-        self._changed.clear()
+    def _bump(self) -> None:
+        # Wake every waiter of this version, then start a new event: each reader tracks its own version, so
+        # several readers (exposition, alerting) never steal each other's wake-ups.
+        self.version += 1
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    async def wait_changed(self, since: int) -> int:
+        """Wait until the store holds a version newer than ``since``; return that version."""
+        while self.version <= since:
+            await self._changed.wait()
+        return self.version
 
     def families(self) -> list[Metric]:
         """All families merged by name across targets and collectors (each name appears once)."""

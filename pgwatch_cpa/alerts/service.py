@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from pgwatch_cpa.alerts.config import AlertingSettings, AlertmanagerReceiverSettings, WebhookReceiverSettings
 from pgwatch_cpa.alerts.delivery import Endpoint, wait_event
-from pgwatch_cpa.alerts.engine import FIRING, Alert, AlertEngine, AlertStateError
+from pgwatch_cpa.alerts.engine import FIRING, PENDING, Alert, AlertEngine, AlertStateError
 from pgwatch_cpa.alerts.history import History
 from pgwatch_cpa.alerts.notify import (
     DEFAULT_INHIBIT,
@@ -48,6 +48,7 @@ class AlertingService:
         self.interval = settings.evaluation_interval or interval
         self.rules = load_rule_files(settings.rules, self.interval)
         self.engine = AlertEngine(self.rules, History.for_rules(self.rules))
+        self._for = {rule.name: rule.for_ for rule in self.rules.rules()}
         self._restore_state()
         notify_metrics = NotifyMetrics(registry)
         self.receivers = [_build_receiver(r, settings.external_url, notify_metrics, self.interval)
@@ -82,18 +83,26 @@ class AlertingService:
                 await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _evaluate_forever(self, stop: asyncio.Event) -> None:
-        """Evaluate soon after every new snapshot (fast detection) and at least every interval."""
+        """Evaluate soon after every new snapshot (fast detection), when a pending alert's `for` elapses (so
+        firing does not wait for the next poll), and at least every interval."""
+        seen = self.store.version
         while not stop.is_set():
-            changed = asyncio.create_task(self.store.wait_changed())
+            changed = asyncio.create_task(self.store.wait_changed(seen))
             stopped = asyncio.create_task(stop.wait())
-            await asyncio.wait({changed, stopped}, timeout=self.interval, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({changed, stopped}, timeout=self._next_wait(time.time()),
+                               return_when=asyncio.FIRST_COMPLETED)
             changed.cancel()
             stopped.cancel()
             if stop.is_set():
                 return
             await asyncio.sleep(0.1)  # let the rest of a poll cycle land
+            seen = self.store.version
             self.evaluate(time.time())
             await wait_event(stop, MIN_SPACING)
+
+    def _next_wait(self, now: float) -> float:
+        deadlines = [a.active_at + self._for[a.rule] for a in self.engine.alerts() if a.state == PENDING]
+        return max(0.0, min([self.interval, *(d - now for d in deadlines)]))
 
     def evaluate(self, now: float) -> list[Alert]:
         self.engine.evaluator.history.ingest(self.store.samples(), now)  # type: ignore[attr-defined]
