@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from collections import defaultdict
 from datetime import date
 from decimal import Decimal
@@ -20,26 +19,16 @@ from pgwatch_cpa.cpa import queries as q
 from pgwatch_cpa.cpa.db import create_pool
 from pgwatch_cpa.cpa.loaders import CpaLoaders
 from pgwatch_cpa.cpa.seed import seed
-from pgwatch_cpa.sandbox import PostgresSandbox, find_pg_builds
 
 pytestmark = pytest.mark.integration
 
-BUILDS = find_pg_builds()
 APP_PASSWORD = "app-test-password"
 
 
-def _build_params() -> list:
-    return [pytest.param(b, id=b.version) for b in BUILDS] or [pytest.param(None, id="no-postgres")]
-
-
-@pytest.fixture(scope="module", params=_build_params())
-def pg(request):
-    if request.param is None:
-        if os.environ.get("PGWATCH_REQUIRE_ALL") == "1":
-            pytest.fail("no PostgreSQL build found and PGWATCH_REQUIRE_ALL=1")
-        pytest.skip("no PostgreSQL build found")
-    with PostgresSandbox(build=request.param) as server:
-        yield server
+@pytest.fixture(scope="module")
+def pg(pg_server):
+    """One sandbox per PostgreSQL build (tests/conftest.py), shared by the module."""
+    return pg_server
 
 
 def _seeded(pg, name: str, scale: str) -> str:

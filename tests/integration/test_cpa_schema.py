@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
 import shutil
 import subprocess
 import sys
@@ -14,11 +13,9 @@ import psycopg
 import pytest
 
 from pgwatch_cpa.cpa.schema import MIGRATIONS_DIR, MigrationError, load_migrations, migrate
-from pgwatch_cpa.sandbox import PostgresSandbox, find_pg_builds
 
 pytestmark = pytest.mark.integration
 
-BUILDS = find_pg_builds()
 ALL_FILES = [m.name for m in load_migrations()]
 
 # Every index the guide's "Index Strategy" names (corrected per the errata, same names) ...
@@ -42,18 +39,10 @@ QUERY_INDEXES = [
 _db_counter = itertools.count(1)
 
 
-def _build_params() -> list:
-    return [pytest.param(b, id=b.version) for b in BUILDS] or [pytest.param(None, id="no-postgres")]
-
-
-@pytest.fixture(scope="module", params=_build_params())
-def pg(request):
-    if request.param is None:
-        if os.environ.get("PGWATCH_REQUIRE_ALL") == "1":
-            pytest.fail("no PostgreSQL build found and PGWATCH_REQUIRE_ALL=1")
-        pytest.skip("no PostgreSQL build found")
-    with PostgresSandbox(build=request.param) as server:
-        yield server
+@pytest.fixture(scope="module")
+def pg(pg_server):
+    """One sandbox per PostgreSQL build (tests/conftest.py), shared by the module."""
+    return pg_server
 
 
 @pytest.fixture
