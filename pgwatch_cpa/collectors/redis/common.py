@@ -11,8 +11,6 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from redis.exceptions import NoPermissionError, ResponseError
-
 _FORBIDDEN = re.compile(r"unknown command|unknown subcommand|noperm|no permissions|command is disabled|not allowed",
                         re.IGNORECASE)
 _LABEL_SAFE = re.compile(r"[^A-Za-z0-9_.|:\-]")
@@ -24,6 +22,8 @@ async def raw_commands(client: Any, *commands: Sequence[Any]) -> list[Any]:
     Replies are not decoded (bytes) and skip redis-py's response callbacks. Connection errors and cancellation
     propagate, after dropping the connection so no half-read reply is left on it.
     """
+    from redis.exceptions import ResponseError
+
     pool = client.connection_pool
     conn = await pool.get_connection()
     try:
@@ -52,6 +52,9 @@ async def raw_command(client: Any, *args: Any) -> Any:
 
 def is_forbidden(exc: BaseException) -> bool:
     """True if the server refuses the command for good: renamed, disabled or denied by an ACL."""
+    # Imported here: a daemon with no Redis target never loads redis-py (about 6 MiB of RSS).
+    from redis.exceptions import NoPermissionError, ResponseError
+
     return isinstance(exc, NoPermissionError) or (isinstance(exc, ResponseError) and bool(_FORBIDDEN.search(str(exc))))
 
 

@@ -11,7 +11,6 @@ import time
 from typing import Any
 
 from pgwatch_cpa.collectors.base import Collector, RedisContext
-from pgwatch_cpa.cpa.cache.stats import INDEX_KEY, INSTANCE_KEY_PREFIX, SnapshotError, parse_snapshot
 from pgwatch_cpa.snapshot import MetricSet
 
 log = logging.getLogger(__name__)
@@ -25,6 +24,9 @@ class CpaCacheStatsCollector(Collector):
     kind = "redis"
 
     async def collect(self, ctx: RedisContext, out: MetricSet) -> None:
+        # Imported here: the cache package loads redis-py, which a daemon without Redis targets never needs.
+        from pgwatch_cpa.cpa.cache.stats import INDEX_KEY, INSTANCE_KEY_PREFIX, SnapshotError, parse_snapshot
+
         now = time.time()
         members = await ctx.client.zrevrangebyscore(INDEX_KEY, "+inf", now - INDEX_HORIZON, start=0,
                                                     num=MAX_INSTANCES)

@@ -1,14 +1,14 @@
 -- Index usage of the current database: top-N indexes by scans, the largest unused and invalid indexes, and a
 -- totals row (kind = 'total'). "Unused" = never scanned, valid, and enforcing no constraint (primary keys,
--- unique and exclusion indexes are needed even if never scanned). Sizes are pg_class.relpages x block_size
+-- unique and exclusion indexes are needed even if never scanned; every index backing a p/u/x constraint has
+-- indisprimary/indisunique/indisexclusion set, so pg_constraint, which has no index on conindid, is not read). Sizes are pg_class.relpages x block_size
 -- (as of the last VACUUM / ANALYZE / CREATE INDEX): lock-free and cheap, unlike pg_relation_size.
 WITH f AS MATERIALIZED (
     SELECT s.indexrelid, s.schemaname, s.relname, s.indexrelname,
            s.idx_scan, s.idx_tup_read, s.idx_tup_fetch, x.indisvalid,
            c.relpages::float8 * pg_catalog.current_setting('block_size')::float8 AS size_bytes,
-           (s.idx_scan = 0 AND x.indisvalid AND NOT (x.indisunique OR x.indisprimary OR x.indisexclusion)
-            AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint AS k
-                            WHERE k.conindid = s.indexrelid AND k.contype IN ('p', 'u', 'x'))) AS unused
+           (s.idx_scan = 0 AND x.indisvalid
+            AND NOT (x.indisunique OR x.indisprimary OR x.indisexclusion)) AS unused
     FROM pg_catalog.pg_stat_user_indexes AS s
     JOIN pg_catalog.pg_index AS x ON x.indexrelid = s.indexrelid
     JOIN pg_catalog.pg_class AS c ON c.oid = s.indexrelid
