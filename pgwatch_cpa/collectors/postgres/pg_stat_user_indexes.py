@@ -12,7 +12,7 @@ class IndexesCollector(PgCollector):
 
     name = "indexes"
     per_database = True
-    default_interval = 60.0  # a catalog may hold thousands of indexes; usage changes slowly
+    default_interval = 120.0  # a catalog may hold thousands of indexes; usage changes slowly
 
     async def collect(self, ctx: PgContext, out: MetricSet) -> None:
         db = {"datname": ctx.database}
