@@ -20,11 +20,12 @@ EXIT_OK, EXIT_FAILURE, EXIT_INVALID = 0, 1, 2
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from pgwatch_cpa.config import load_settings
-    from pgwatch_cpa.daemon import run_daemon
+    from pgwatch_cpa.daemon import limit_malloc_arenas, run_daemon
 
     overrides = {"PGWATCH_LISTEN": args.listen} if args.listen else {}
     settings = load_settings(args.config, environ=_environ(overrides))
     _setup_logging(args, settings)
+    limit_malloc_arenas()
     asyncio.run(run_daemon(settings))
     return EXIT_OK
 
@@ -41,10 +42,17 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from pgwatch_cpa.demo import run_demo
+    from pathlib import Path
 
+    from pgwatch_cpa.demo import DemoOptions, run_demo, scenario_names
+
+    if args.log_level is None:
+        args.log_level = "warning"  # the demo's own lines (banner, alerts, scenarios) stay readable
     _setup_logging(args, None)
-    return asyncio.run(run_demo(listen=args.listen, duration=args.duration))
+    opts = DemoOptions(listen=args.listen, duration=args.duration, scale=args.scale, rate=args.rate,
+                       keep_data=Path(args.keep_data) if args.keep_data else None,
+                       scenarios=scenario_names(args.scenario or [], args.schedule), alert_for=args.alert_for)
+    return asyncio.run(run_demo(opts))
 
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
@@ -141,9 +149,20 @@ def build_parser() -> argparse.ArgumentParser:
     workload.add_argument("--seed", type=int, default=1)
     workload.set_defaults(func=_cmd_workload)
 
-    demo = add("demo", help="run the daemon against throwaway PostgreSQL and Redis servers")
-    demo.add_argument("--listen", default="127.0.0.1:9188", help="HOST:PORT for /metrics")
-    demo.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    demo = add("demo", help="the whole product on throwaway PostgreSQL and Redis servers, with fault scenarios")
+    demo.add_argument("--listen", default="127.0.0.1:9188", help="HOST:PORT for /metrics (default 127.0.0.1:9188)")
+    demo.add_argument("--duration", type=float, default=None, help="stop after this many seconds (default: Ctrl-C)")
+    demo.add_argument("--scale", choices=["small", "medium"], default="small", help="seeded data (default small)")
+    demo.add_argument("--rate", type=float, default=20.0, help="workload requests per second (default 20)")
+    demo.add_argument("--keep-data", metavar="DIR", default=None,
+                      help="keep the PostgreSQL data directory here and reuse it on the next run")
+    runs = demo.add_mutually_exclusive_group()
+    runs.add_argument("--scenario", action="append", metavar="NAME",
+                      help="run a fault scenario (repeatable): lock-wait, connection-spike, slow-query, long-query, "
+                           "idle-in-transaction, redis-down, cache-cold")
+    runs.add_argument("--schedule", action="store_true", help="run every scenario, one after another")
+    demo.add_argument("--alert-for", type=float, default=10.0, metavar="SECONDS",
+                      help="shorten every rule's `for` to at most this (default 10)")
     demo.set_defaults(func=_cmd_demo)
     return parser
 

