@@ -170,3 +170,13 @@ def test_instance_names_are_validated() -> None:
     assert stats.instance_key("web-1") == "cpa:stats:instance:web-1"
     with pytest.raises(ValueError):
         stats.instance_key("web:*")
+
+
+def test_sub_second_utc_offsets_survive() -> None:
+    # Found by hypothesis in CI: Python 3.11's fromisoformat drops the microseconds of an offset.
+    import datetime as dt
+
+    odd = dt.timezone(dt.timedelta(hours=-3, microseconds=5))
+    for value in (dt.datetime(2000, 1, 1, tzinfo=odd), dt.time(1, 2, tzinfo=odd)):
+        back = ser.loads(ser.dumps(value))
+        assert back == value and back.utcoffset() == value.utcoffset()

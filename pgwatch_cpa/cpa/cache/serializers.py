@@ -3,7 +3,8 @@
 Types orjson would write lossily are tagged as small objects:
 
     Decimal   {"$d": "12.34"}                 str(Decimal) keeps sign, exponent and trailing zeros
-    datetime  {"$dt": iso[, "z": zone][, "f": 1]}   naive or aware; ZoneInfo key and fold kept when present
+    datetime  {"$dt": iso[, "z": zone][, "o": offset us][, "f": 1]}   naive or aware; ZoneInfo key, a sub-second
+                                              offset and fold kept when present
     date      {"$date": "2024-04-15"}
     time      {"$tm": "09:30:00"[, "z": zone][, "f": 1]}
     UUID      {"$u": "..."}
@@ -45,6 +46,8 @@ def _enc_datetime(v: dt.datetime | dt.time, tag: str = "$dt") -> dict[str, Any]:
     out: dict[str, Any] = {tag: v.isoformat()}
     if isinstance(v.tzinfo, ZoneInfo) and v.tzinfo.key:
         out["z"] = v.tzinfo.key
+    elif (offset := v.utcoffset()) is not None and offset.microseconds:
+        out["o"] = offset // dt.timedelta(microseconds=1)  # Python 3.11's fromisoformat drops offset microseconds
     if v.fold:
         out["f"] = 1
     return out
@@ -139,6 +142,8 @@ def _dec_datetime(v: dict[str, Any], tag: str = "$dt", cls: Any = dt.datetime) -
     out = cls.fromisoformat(v[tag])
     if "z" in v:
         out = out.replace(tzinfo=ZoneInfo(v["z"]))
+    elif "o" in v:
+        out = out.replace(tzinfo=dt.timezone(dt.timedelta(microseconds=v["o"])))
     return out.replace(fold=1) if v.get("f") else out
 
 
