@@ -106,9 +106,15 @@ def main() -> int:
 
 
 def _trial(pg: PostgresSandbox, sink: Sink) -> float:
-    # 17 usable slots (20 - 3 reserved) and the daemon's own: 12 more is 76%, the 13th crosses 80%.
-    spike = [psycopg.connect(pg.dsn()) for _ in range(12)]
-    time.sleep(INTERVAL)
+    # The rule's ratio is client backends / (max_connections - reserved); find the connection that crosses 80%.
+    with psycopg.connect(pg.dsn()) as conn:
+        others, usable = conn.execute(
+            "SELECT count(*) FILTER (WHERE pid <> pg_backend_pid()), current_setting('max_connections')::int"
+            " - current_setting('superuser_reserved_connections')::int FROM pg_stat_activity"
+            " WHERE backend_type = 'client backend'").fetchone()
+    crossing = next(k for k in range(1, usable) if (others + k) / usable > 0.8)
+    spike = [psycopg.connect(pg.dsn()) for _ in range(crossing - 1)]
+    time.sleep(INTERVAL)  # at least one poll sees the ratio just under the threshold
     spike.append(psycopg.connect(pg.dsn()))
     crossed = time.time()
     spike += [psycopg.connect(pg.dsn()) for _ in range(2)]
