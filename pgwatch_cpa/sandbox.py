@@ -25,6 +25,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -134,6 +135,15 @@ class _Server:
         _install_exit_hooks()
         with _live_lock:
             _live.add(self)
+
+    @contextlib.contextmanager
+    def _closed_on_failure(self) -> Iterator[None]:
+        """A start that fails half-way stops what it started and removes its temp dir at once."""
+        try:
+            yield
+        except BaseException:
+            self.close()
+            raise
 
     def _make_tempdir(self) -> Path:
         sweep_stale_tempdirs()
@@ -255,14 +265,15 @@ class PostgresSandbox(_Server):
         self.tempdir = self._make_tempdir()
         if not keep:
             self.datadir = self.tempdir / "data"
-        self._bindir = _reachable_bindir(self.build.bindir)
-        self._prepare_tempdir()
-        if not self.reused:
-            self._initdb()
-        self.port = free_port()
-        self._launch()
-        if self.reused:
-            self._set_password()
+        with self._closed_on_failure():
+            self._bindir = _reachable_bindir(self.build.bindir)
+            self._prepare_tempdir()
+            if not self.reused:
+                self._initdb()
+            self.port = free_port()
+            self._launch()
+            if self.reused:
+                self._set_password()
         return self
 
     def _check_kept_datadir(self, datadir: Path) -> bool:
@@ -465,8 +476,9 @@ class RedisSandbox(_Server):
             self.server = servers[0]
         self._register()
         self.tempdir = self._make_tempdir()
-        self.port = free_port()
-        self._launch()
+        with self._closed_on_failure():
+            self.port = free_port()
+            self._launch()
         return self
 
     def _launch(self) -> None:

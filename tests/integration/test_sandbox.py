@@ -66,3 +66,31 @@ def test_owner_process_ending_abruptly_cleans_up(tmp_path, ending):
         with RedisSandbox():
             pass
     assert not Path(pg_dir).exists() and not Path(rd_dir).exists()
+
+
+def test_kept_data_dir_is_reused_and_never_deleted(tmp_path, pg_server):
+    # Under root the server user must reach the directory: /tmp itself is world-traversable, a 0700 pytest dir
+    # is not, so the kept dir lives in a fresh world-traversable directory of its own.
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="pgwatch-kept-"))
+    base.chmod(0o755)
+    kept = base / "data"
+    try:
+        with PostgresSandbox(build=pg_server.build, datadir=kept) as first:
+            assert not first.reused
+            with psycopg.connect(first.dsn(), autocommit=True) as conn:
+                conn.execute("CREATE TABLE kept_marker (id int)")
+        assert (kept / "PG_VERSION").exists(), "closing a sandbox never deletes a kept data dir"
+        with PostgresSandbox(build=pg_server.build, datadir=kept) as second:
+            assert second.reused
+            with psycopg.connect(second.dsn()) as conn:  # this run's password works on the old cluster
+                assert conn.execute("SELECT to_regclass('kept_marker') IS NOT NULL").fetchone()[0]
+        (base / "junk").mkdir()
+        (base / "junk" / "file").write_text("not a cluster")
+        with pytest.raises(Exception, match="neither empty nor a PostgreSQL data directory"):
+            PostgresSandbox(build=pg_server.build, datadir=base / "junk").start()
+    finally:
+        import shutil
+
+        shutil.rmtree(base, ignore_errors=True)
