@@ -21,9 +21,9 @@ from redis import Redis
 
 from pgwatch_cpa.collectors import REDIS_COLLECTORS
 from pgwatch_cpa.config import settings_from_mapping
-from pgwatch_cpa.poller import RedisPoller
+from pgwatch_cpa.daemon.redis_poller import RedisPoller
+from pgwatch_cpa.daemon.snapshot import SnapshotStore
 from pgwatch_cpa.sandbox import RedisSandbox, find_redis_servers
-from pgwatch_cpa.snapshot import SnapshotStore
 
 SHAPE = (("client_list", "client:", 0.4), ("user_profile", "user:", 0.3), ("dashboard_metrics", "dashboard:", 0.2),
          ("report_data", "report:", 0.1))

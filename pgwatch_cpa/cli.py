@@ -20,7 +20,7 @@ EXIT_OK, EXIT_FAILURE, EXIT_INVALID = 0, 1, 2
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from pgwatch_cpa.config import load_settings
-    from pgwatch_cpa.daemon import limit_malloc_arenas, run_daemon
+    from pgwatch_cpa.daemon.lifecycle import limit_malloc_arenas, run_daemon
 
     overrides = {"PGWATCH_LISTEN": args.listen} if args.listen else {}
     settings = load_settings(args.config, environ=_environ(overrides))
@@ -31,8 +31,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
-    from pgwatch_cpa.alerts.service import load_rule_files
     from pgwatch_cpa.config import load_settings
+    from pgwatch_cpa.daemon.alerting import load_rule_files
 
     settings = load_settings(args.file)
     rules = load_rule_files(settings.alerting.rules, settings.interval)
@@ -44,7 +44,7 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from pgwatch_cpa.demo import DemoOptions, run_demo, scenario_names
+    from pgwatch_cpa.demo.run import DemoOptions, run_demo, scenario_names
 
     if args.log_level is None:
         args.log_level = "warning"  # the demo's own lines (banner, alerts, scenarios) stay readable

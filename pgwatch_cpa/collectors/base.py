@@ -6,8 +6,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
+from pgwatch_cpa.collectors.metric_set import MetricSet
 from pgwatch_cpa.errors import CollectorError
-from pgwatch_cpa.snapshot import MetricSet
 
 
 class CollectorDisabled(CollectorError):

@@ -12,9 +12,9 @@ from pgwatch_cpa.collectors.redis.cpa_cache_stats import CpaCacheStatsCollector
 from pgwatch_cpa.config import settings_from_mapping
 from pgwatch_cpa.cpa.cache import keys
 from pgwatch_cpa.cpa.cache.service import CacheService
-from pgwatch_cpa.exposition import Exposition
-from pgwatch_cpa.poller import RedisPoller
-from pgwatch_cpa.snapshot import SnapshotStore
+from pgwatch_cpa.daemon.exposition import Exposition
+from pgwatch_cpa.daemon.redis_poller import RedisPoller
+from pgwatch_cpa.daemon.snapshot import SnapshotStore
 from tests.conftest import require
 
 pytestmark = pytest.mark.integration

@@ -17,10 +17,10 @@ import pytest
 
 from pgwatch_cpa.collectors import POSTGRES_COLLECTORS
 from pgwatch_cpa.config import PostgresTarget, settings_from_mapping
-from pgwatch_cpa.daemon import Daemon
-from pgwatch_cpa.poller import PostgresPoller
+from pgwatch_cpa.daemon.lifecycle import Daemon
+from pgwatch_cpa.daemon.postgres_poller import PostgresPoller
+from pgwatch_cpa.daemon.snapshot import SnapshotStore
 from pgwatch_cpa.sandbox import PostgresSandbox, free_port
-from pgwatch_cpa.snapshot import SnapshotStore
 from tests.conftest import require
 
 pytestmark = pytest.mark.integration

@@ -11,10 +11,10 @@ from redis import Redis
 
 from pgwatch_cpa.collectors import REDIS_COLLECTORS
 from pgwatch_cpa.config import settings_from_mapping
-from pgwatch_cpa.exposition import Exposition
-from pgwatch_cpa.poller import RedisPoller
+from pgwatch_cpa.daemon.exposition import Exposition
+from pgwatch_cpa.daemon.redis_poller import RedisPoller
+from pgwatch_cpa.daemon.snapshot import SnapshotStore
 from pgwatch_cpa.sandbox import RedisSandbox
-from pgwatch_cpa.snapshot import SnapshotStore
 from tests.conftest import require
 
 pytestmark = pytest.mark.integration

@@ -18,7 +18,7 @@ from pgwatch_cpa.cpa.cache_adapter import QueryCache, cache_key
 from pgwatch_cpa.cpa.queries import dashboard_metrics, list_clients
 from pgwatch_cpa.cpa.seed import seed
 from pgwatch_cpa.cpa.workload import READ_MIX, WorkloadError, arrival_gaps, load_inventory, run_workload
-from pgwatch_cpa.cpa.workload_faults import (
+from pgwatch_cpa.demo.faults import (
     cache_cold,
     connection_spike,
     idle_in_transaction,

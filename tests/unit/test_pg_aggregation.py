@@ -7,9 +7,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client.core import Metric
 
+from pgwatch_cpa.collectors.metric_set import merge_families
 from pgwatch_cpa.collectors.postgres.common import setting_metric, top_n_with_other
 from pgwatch_cpa.collectors.postgres.pg_stat_statements import normalise_text, other_row
-from pgwatch_cpa.poller import merge_families
 
 
 def test_top_n_keeps_largest_and_sums_rest():

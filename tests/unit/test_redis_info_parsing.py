@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from redis.exceptions import NoPermissionError, ResponseError
 
+from pgwatch_cpa.collectors.metric_set import MetricSet
 from pgwatch_cpa.collectors.redis.common import StickyTopN, is_forbidden, number, parse_fields, parse_info
 from pgwatch_cpa.collectors.redis.redis_info import export_info
 from pgwatch_cpa.collectors.redis.redis_latency import export_latency
 from pgwatch_cpa.collectors.redis.redis_slowlog import export_slowlog
-from pgwatch_cpa.snapshot import MetricSet
 
 INFO_TEXT = (
     "# Server\r\nredis_version:7.10\r\nredis_mode:standalone\r\nexecutable:/usr/bin/redis-server\r\n"

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from pgwatch_cpa.collectors.base import PgContext
+from pgwatch_cpa.collectors.metric_set import MetricSet
 from pgwatch_cpa.collectors.postgres.common import PgCollector, fetch, setting_metric
-from pgwatch_cpa.snapshot import MetricSet
 
 # max_connections and the reserved slots are exported by the activity collector (it needs them for the
 # utilisation ratio); listing them here too would duplicate those series. statement_timeout and lock_timeout

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections import defaultdict
 
 from pgwatch_cpa.collectors.base import PgContext
+from pgwatch_cpa.collectors.metric_set import MetricSet
 from pgwatch_cpa.collectors.postgres.common import PgCollector, fetch, num, top_n_with_other
-from pgwatch_cpa.snapshot import MetricSet
 
 IDLE_IN_TRANSACTION = ("idle in transaction", "idle in transaction (aborted)")
 

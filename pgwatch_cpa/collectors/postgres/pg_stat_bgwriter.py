@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from pgwatch_cpa.collectors.base import PgContext
+from pgwatch_cpa.collectors.metric_set import MetricSet
 from pgwatch_cpa.collectors.postgres.common import PgCollector, fetch, ms, num
-from pgwatch_cpa.snapshot import MetricSet
 
 _COUNTERS = (
     ("pg_stat_checkpointer_num_timed_total", "Checkpoints started by checkpoint_timeout.", "num_timed", num),

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from pgwatch_cpa.collectors.base import PgContext
+from pgwatch_cpa.collectors.metric_set import MetricSet
 from pgwatch_cpa.collectors.postgres.common import PgCollector, fetch, ms, num
-from pgwatch_cpa.snapshot import MetricSet
 
 _COUNTERS: tuple[tuple[str, str, str, Any], ...] = (
     ("xact_commit_total", "Transactions committed.", "xact_commit", num),

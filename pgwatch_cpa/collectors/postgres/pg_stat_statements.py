@@ -6,8 +6,8 @@ import re
 from typing import Any
 
 from pgwatch_cpa.collectors.base import CollectorDisabled, PgContext
+from pgwatch_cpa.collectors.metric_set import MetricSet
 from pgwatch_cpa.collectors.postgres.common import PgCollector, fetch, ms, num
-from pgwatch_cpa.snapshot import MetricSet
 
 EXTENSION = "pg_stat_statements"
 

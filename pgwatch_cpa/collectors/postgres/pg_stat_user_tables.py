@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from pgwatch_cpa.collectors.base import PgContext
+from pgwatch_cpa.collectors.metric_set import MetricSet
 from pgwatch_cpa.collectors.postgres.common import PgCollector, fetch, num
-from pgwatch_cpa.snapshot import MetricSet
 
 _COUNTERS: tuple[tuple[str, str, str], ...] = (
     ("seq_scan_total", "Sequential scans.", "seq_scan"),

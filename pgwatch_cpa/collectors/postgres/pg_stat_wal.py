@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from pgwatch_cpa.collectors.base import PgContext
+from pgwatch_cpa.collectors.metric_set import MetricSet
 from pgwatch_cpa.collectors.postgres.common import PgCollector, fetch, ms, num
-from pgwatch_cpa.snapshot import MetricSet
 
 _COUNTERS = (
     ("pg_stat_wal_records_total", "WAL records generated.", "wal_records", num),

@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from pgwatch_cpa.collectors.base import Collector, RedisContext
-from pgwatch_cpa.snapshot import MetricSet
+from pgwatch_cpa.collectors.metric_set import MetricSet
 
 log = logging.getLogger(__name__)
 

@@ -6,6 +6,7 @@ maxmemory and maxclients come from INFO, not CONFIG GET: managed Redis services 
 from __future__ import annotations
 
 from pgwatch_cpa.collectors.base import Collector, RedisContext
+from pgwatch_cpa.collectors.metric_set import MetricSet
 from pgwatch_cpa.collectors.redis.common import (
     StickyTopN,
     label_value,
@@ -14,7 +15,6 @@ from pgwatch_cpa.collectors.redis.common import (
     parse_info,
     raw_command,
 )
-from pgwatch_cpa.snapshot import MetricSet
 
 G, C = "gauge", "counter"
 

@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pgwatch_cpa.collectors.base import Collector, CollectorDisabled, RedisContext
+from pgwatch_cpa.collectors.metric_set import MetricSet
 from pgwatch_cpa.collectors.redis.common import is_forbidden, number, parse_fields, parse_info, raw_commands
-from pgwatch_cpa.snapshot import MetricSet
 
 log = logging.getLogger(__name__)
 

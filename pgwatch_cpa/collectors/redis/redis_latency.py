@@ -7,8 +7,8 @@ server that renamed or forbids LATENCY disables the collector after one refusal 
 from __future__ import annotations
 
 from pgwatch_cpa.collectors.base import Collector, CollectorDisabled, RedisContext
+from pgwatch_cpa.collectors.metric_set import MetricSet
 from pgwatch_cpa.collectors.redis.common import is_forbidden, label_value, raw_commands, text
-from pgwatch_cpa.snapshot import MetricSet
 
 MAX_EVENTS = 32  # the server has a few dozen fixed event names; bound the labels anyway
 

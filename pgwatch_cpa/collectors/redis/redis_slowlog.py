@@ -8,8 +8,8 @@ collector for the target (one WARNING from the poller).
 from __future__ import annotations
 
 from pgwatch_cpa.collectors.base import Collector, CollectorDisabled, RedisContext
+from pgwatch_cpa.collectors.metric_set import MetricSet
 from pgwatch_cpa.collectors.redis.common import is_forbidden, raw_commands
-from pgwatch_cpa.snapshot import MetricSet
 
 
 class RedisSlowlogCollector(Collector):

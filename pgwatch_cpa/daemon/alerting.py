@@ -11,7 +11,6 @@ from pathlib import Path
 import aiohttp
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from pgwatch_cpa.alerts.config import AlertingSettings, AlertmanagerReceiverSettings, WebhookReceiverSettings
 from pgwatch_cpa.alerts.delivery import Endpoint, wait_event
 from pgwatch_cpa.alerts.engine import FIRING, PENDING, Alert, AlertEngine, AlertStateError
 from pgwatch_cpa.alerts.history import History
@@ -25,7 +24,8 @@ from pgwatch_cpa.alerts.notify import (
     apply_inhibition,
 )
 from pgwatch_cpa.alerts.rules import RuleSet, load_rules
-from pgwatch_cpa.snapshot import SnapshotStore
+from pgwatch_cpa.config.alerting import AlertingSettings, AlertmanagerReceiverSettings, WebhookReceiverSettings
+from pgwatch_cpa.daemon.snapshot import SnapshotStore
 
 log = logging.getLogger(__name__)
 

@@ -10,14 +10,16 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from pgwatch_cpa.alerts.service import AlertingService
 from pgwatch_cpa.collectors import POSTGRES_COLLECTORS, REDIS_COLLECTORS
 from pgwatch_cpa.config import Settings
+from pgwatch_cpa.daemon.alerting import AlertingService
+from pgwatch_cpa.daemon.exposition import Exposition
+from pgwatch_cpa.daemon.http import build_app
+from pgwatch_cpa.daemon.poller import TargetPoller
+from pgwatch_cpa.daemon.postgres_poller import PostgresPoller
+from pgwatch_cpa.daemon.redis_poller import RedisPoller
+from pgwatch_cpa.daemon.snapshot import SnapshotStore
 from pgwatch_cpa.errors import PgwatchError
-from pgwatch_cpa.exposition import Exposition
-from pgwatch_cpa.http import build_app
-from pgwatch_cpa.poller import PostgresPoller, RedisPoller, TargetPoller
-from pgwatch_cpa.snapshot import SnapshotStore
 
 log = logging.getLogger(__name__)
 

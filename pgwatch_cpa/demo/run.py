@@ -33,9 +33,9 @@ from pgwatch_cpa.config import settings_from_mapping
 from pgwatch_cpa.cpa.schema.migrate import migrate
 from pgwatch_cpa.cpa.seed import seed
 from pgwatch_cpa.cpa.workload import run_workload
-from pgwatch_cpa.daemon import Daemon
-from pgwatch_cpa.demo_scenarios import SCENARIOS, SCHEDULE, DemoContext, ScenarioResult, run_scenario
-from pgwatch_cpa.demo_sink import WebhookSink
+from pgwatch_cpa.daemon.lifecycle import Daemon
+from pgwatch_cpa.demo.scenarios import SCENARIOS, SCHEDULE, DemoContext, ScenarioResult, run_scenario
+from pgwatch_cpa.demo.sink import WebhookSink
 from pgwatch_cpa.errors import PgwatchError
 from pgwatch_cpa.sandbox import PostgresSandbox, RedisSandbox
 from pgwatch_cpa.secrets import mask_dsn

@@ -1,6 +1,6 @@
 """The demo's fault scenarios: each makes one shipped alert fire, ends the fault and waits for the resolve.
 
-A run: inject the fault (pgwatch_cpa.cpa.workload_faults, or stop Redis), hold it until the alert's FIRING line
+A run: inject the fault (pgwatch_cpa.demo.faults, or stop Redis), hold it until the alert's FIRING line
 arrives at the webhook sink (or ``max_fault`` seconds pass), end it, then wait for the RESOLVED line (up to
 ``max_resolve``). The alert rules are the shipped ones with ``for`` shortened (see demo.py), so "fires" means the
 expression held for the shortened ``for``.
@@ -19,9 +19,9 @@ from typing import Any
 import psycopg
 from prometheus_client import CollectorRegistry
 
-from pgwatch_cpa.cpa import workload_faults as faults
 from pgwatch_cpa.cpa.cache import CacheService
-from pgwatch_cpa.demo_sink import WebhookSink
+from pgwatch_cpa.demo import faults
+from pgwatch_cpa.demo.sink import WebhookSink
 from pgwatch_cpa.sandbox import PostgresSandbox, RedisSandbox
 
 log = logging.getLogger(__name__)

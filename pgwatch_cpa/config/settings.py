@@ -25,7 +25,7 @@ from pydantic import (
     model_validator,
 )
 
-from pgwatch_cpa.alerts.config import AlertingSettings
+from pgwatch_cpa.config.alerting import AlertingSettings
 from pgwatch_cpa.durations import parse_duration
 from pgwatch_cpa.errors import ConfigError
 from pgwatch_cpa.secrets import REDACTOR, mask_dsn, mask_url

@@ -39,7 +39,7 @@ import psycopg
 
 from pgwatch_cpa.cpa.cache import CacheService
 
-log = logging.getLogger("pgwatch_cpa.cpa.workload_faults")
+log = logging.getLogger("pgwatch_cpa.demo.faults")
 
 APP_PREFIX = "cpa_fault_"
 SLOW_QUERY_SQL = "SELECT %s AS fault, pg_sleep(%s)"

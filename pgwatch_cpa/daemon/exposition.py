@@ -23,7 +23,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.openmetrics import exposition as openmetrics
 
 from pgwatch_cpa import __version__
-from pgwatch_cpa.snapshot import SnapshotStore
+from pgwatch_cpa.daemon.snapshot import SnapshotStore
 
 TEXT = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS = openmetrics.CONTENT_TYPE_LATEST

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from pgwatch_cpa.exposition import Exposition
+from pgwatch_cpa.daemon.exposition import Exposition
 
 EXPOSITION = web.AppKey("exposition", Exposition)
 READINESS = web.AppKey("readiness", object)  # an object with .ready() -> (bool, list[str])

@@ -1,0 +1,178 @@
+"""One polling loop per target: probe reachability, run the due collectors concurrently, store snapshots."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any
+
+from pgwatch_cpa.collectors.base import Collector, CollectorDisabled
+from pgwatch_cpa.collectors.metric_set import MetricSet
+from pgwatch_cpa.daemon.snapshot import SnapshotStore
+from pgwatch_cpa.secrets import REDACTOR
+
+log = logging.getLogger(__name__)
+
+POLLER_SLOT = "_poller"  # the store slot for the poller's own metrics (up, collector health)
+MIN_BACKOFF = 1.0
+
+
+class TargetPoller(ABC):
+    """Polls one target on its interval. Never raises out of run(): every fault becomes a metric."""
+
+    kind: str
+    up_metric: str
+    up_help: str
+
+    def __init__(self, name: str, interval: float, collectors: Sequence[Collector], settings: Any,
+                 store: SnapshotStore) -> None:
+        self.name = name
+        self.interval = interval
+        self.settings = settings
+        self.store = store
+        overrides = getattr(settings, "collectors", {})
+        self.collectors = [c for c in collectors if overrides.get(c.name) is None or overrides[c.name].enabled]
+        self._intervals = {c.name: _collector_interval(c, overrides.get(c.name), interval) for c in self.collectors}
+        self._last_run: dict[str, float] = {}
+        self._disabled: dict[str, str] = {}
+        self._health: dict[str, tuple[bool, float]] = {}
+        self._state: dict[str, dict[str, Any]] = {c.name: {} for c in self.collectors}
+        self._up: bool | None = None
+        self.attempts = 0
+        self.errors = 0
+        self.cycles_completed = 0
+
+    # -- lifecycle implemented per kind
+
+    @abstractmethod
+    async def open(self) -> None: ...
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    @abstractmethod
+    async def probe(self) -> None:
+        """Raise if the target cannot be reached and queried right now."""
+
+    @abstractmethod
+    def context(self, collector: Collector) -> Any:
+        """An async context manager yielding the collector's context for one run."""
+
+    # -- the loop
+
+    async def run(self) -> None:
+        backoff = MIN_BACKOFF
+        while True:
+            started = time.monotonic()
+            up = await self.poll_once()
+            backoff = MIN_BACKOFF if up else min(backoff * 2, self.interval)
+            delay = self.interval if up else backoff
+            await asyncio.sleep(max(0.0, delay - (time.monotonic() - started)))
+
+    async def poll_once(self) -> bool:
+        self.attempts += 1
+        try:
+            await self.probe()
+        except Exception as exc:  # task boundary: any failure to reach the target means "down"
+            self.errors += 1
+            self._set_up(False, exc)
+            for collector in self.collectors:
+                self.store.put(self.name, collector.name, ())
+            self._publish_own_metrics()
+            self.cycles_completed += 1
+            return False
+        self._set_up(True, None)
+        now = time.monotonic()
+        due = [c for c in self.collectors if c.name not in self._disabled and self._is_due(c, now)]
+        await asyncio.gather(*(self._run_collector(c) for c in due))
+        self._publish_own_metrics()
+        self.cycles_completed += 1
+        return True
+
+    def _is_due(self, collector: Collector, now: float) -> bool:
+        last = self._last_run.get(collector.name)
+        # A small slack so a collector on the target's own interval is not skipped by scheduling jitter.
+        return last is None or now - last >= self._intervals[collector.name] - 0.5
+
+    async def _run_collector(self, collector: Collector) -> None:
+        started = time.monotonic()
+        out = MetricSet({"target": self.name})
+        try:
+            async with asyncio.timeout(self.collector_timeout), self.context(collector) as ctx:
+                await collector.collect(ctx, out)
+        except CollectorDisabled as exc:
+            self._disabled[collector.name] = str(exc)
+            log.warning("target %s: collector %s disabled: %s", self.name, collector.name, exc)
+            self.store.put(self.name, collector.name, ())
+            return
+        except Exception as exc:  # task boundary: one collector's failure never hides another's samples
+            self._record_health(collector.name, False, time.monotonic() - started, exc)
+            self.store.put(self.name, collector.name, ())
+            return
+        self._last_run[collector.name] = started
+        self._record_health(collector.name, True, time.monotonic() - started, None)
+        self.store.put(self.name, collector.name, out.families())
+
+    @property
+    def collector_timeout(self) -> float:
+        return max(1.0, min(self.interval, 30.0))
+
+    def _record_health(self, collector: str, ok: bool, duration: float, exc: BaseException | None) -> None:
+        previous = self._health.get(collector)
+        self._health[collector] = (ok, duration)
+        if not ok and (previous is None or previous[0]):
+            log.warning("target %s: collector %s failed: %s", self.name, collector, describe(exc))
+        elif ok and previous is not None and not previous[0]:
+            log.info("target %s: collector %s recovered", self.name, collector)
+
+    def _set_up(self, up: bool, exc: BaseException | None) -> None:
+        if up == self._up:
+            return
+        if up:
+            log.info("target %s (%s) is up", self.name, self.kind)
+        else:
+            log.warning("target %s (%s) is down: %s", self.name, self.kind, describe(exc))
+        self._up = up
+
+    @property
+    def is_up(self) -> bool:
+        return bool(self._up)
+
+    def _publish_own_metrics(self) -> None:
+        out = MetricSet({"target": self.name})
+        out.gauge(self.up_metric, self.up_help, 1.0 if self._up else 0.0)
+        out.counter("pgwatch_connection_attempts_total", "Reachability probes of the target.", self.attempts)
+        out.counter("pgwatch_connection_errors_total", "Reachability probes that failed.", self.errors)
+        for collector in self.collectors:
+            labels = {"collector": collector.name}
+            out.gauge("pgwatch_collector_enabled", "1 if the collector runs on this target, 0 if disabled.",
+                      0.0 if collector.name in self._disabled else 1.0, labels)
+            ok, duration = self._health.get(collector.name, (False, 0.0))
+            if collector.name in self._disabled or not self._up:
+                ok = False
+            out.gauge("pgwatch_collector_success", "1 if the collector's last run succeeded.", 1.0 if ok else 0.0,
+                      labels)
+            out.gauge("pgwatch_collector_duration_seconds", "Duration of the collector's last run.", duration,
+                      labels)
+        self.store.put(self.name, POLLER_SLOT, out.families())
+
+
+def _collector_interval(collector: Collector, override: Any, default: float) -> float:
+    if override is not None and override.interval:
+        return float(override.interval)
+    return max(default, collector.default_interval or 0.0)
+
+
+def describe(exc: BaseException | None) -> str:
+    """A one-line, secret-free description of an error for logs."""
+    if exc is None:
+        return "unknown error"
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    for secret in REDACTOR.secrets():
+        text = text.replace(secret, "****")
+    return f"{type(exc).__name__}: {text[:300]}"
