@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pgwatch_cpa.collectors.metric_set import MetricSet
 from pgwatch_cpa.errors import CollectorError
+
+if TYPE_CHECKING:  # psycopg and redis are imported only by the targets that use them
+    from psycopg import AsyncConnection
+    from redis.asyncio import Redis
+
+    from pgwatch_cpa.config import PostgresTarget, RedisTarget
 
 
 class CollectorDisabled(CollectorError):
@@ -22,9 +28,9 @@ class PgContext:
     """What a PostgreSQL collector may use during one run."""
 
     target: str
-    conn: Any  # psycopg.AsyncConnection in autocommit mode
+    conn: AsyncConnection[Any]  # in autocommit mode
     server_version_num: int
-    settings: Any  # config.PostgresTarget
+    settings: PostgresTarget
     database: str
     extensions: dict[str, str] = field(default_factory=dict)
     state: dict[str, Any] = field(default_factory=dict)  # per-target memory that survives cycles
@@ -35,8 +41,8 @@ class RedisContext:
     """What a Redis collector may use during one run."""
 
     target: str
-    client: Any  # redis.asyncio.Redis
-    settings: Any  # config.RedisTarget
+    client: Redis
+    settings: RedisTarget
     state: dict[str, Any] = field(default_factory=dict)
 
 

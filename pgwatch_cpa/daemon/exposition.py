@@ -21,6 +21,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.openmetrics import exposition as openmetrics
+from prometheus_client.registry import Collector
 
 from pgwatch_cpa import __version__
 from pgwatch_cpa.daemon.snapshot import SnapshotStore
@@ -33,7 +34,7 @@ _EOF = b"# EOF\n"
 disable_created_metrics()
 
 
-class SnapshotCollector:
+class SnapshotCollector(Collector):
     """Reads the store; never does I/O."""
 
     def __init__(self, store: SnapshotStore) -> None:
@@ -53,7 +54,7 @@ class Exposition:
     def __init__(self, store: SnapshotStore) -> None:
         self.store = store
         self._snapshot_registry = CollectorRegistry(auto_describe=False)
-        self._snapshot_registry.register(SnapshotCollector(store))  # type: ignore[arg-type]
+        self._snapshot_registry.register(SnapshotCollector(store))
         self.live_registry = CollectorRegistry()
         ProcessCollector(registry=self.live_registry)
         self.scrapes = Counter("pgwatch_scrapes_total", "Requests served on /metrics.",

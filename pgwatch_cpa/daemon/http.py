@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from aiohttp import web
 
+from pgwatch_cpa.alerts.engine import AlertEngine
 from pgwatch_cpa.daemon.exposition import Exposition
 
+
+class Readiness(Protocol):
+    def ready(self) -> tuple[bool, list[str]]:
+        """(ready, names of the targets still waiting for their first poll)."""
+        ...
+
+
 EXPOSITION = web.AppKey("exposition", Exposition)
-READINESS = web.AppKey("readiness", object)  # an object with .ready() -> (bool, list[str])
-ALERT_ENGINE = web.AppKey("alert_engine", object)  # AlertEngine or None when no rules are configured
+READINESS = web.AppKey("readiness", Readiness)
+ALERT_ENGINE: web.AppKey[AlertEngine | None] = web.AppKey("alert_engine")  # None when no rules are configured
 
 _INDEX = """<html><head><title>pgwatch-cpa</title></head><body><h1>pgwatch-cpa</h1><ul>
 <li><a href="metrics">/metrics</a></li><li><a href="healthz">/healthz</a></li>
@@ -25,7 +35,7 @@ async def healthz(_request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    ready, waiting = request.app[READINESS].ready()  # type: ignore[attr-defined]
+    ready, waiting = request.app[READINESS].ready()
     status = 200 if ready else 503
     return web.json_response({"ready": ready, "waiting_for": waiting}, status=status)
 
@@ -33,7 +43,7 @@ async def readyz(request: web.Request) -> web.Response:
 async def alerts(request: web.Request) -> web.Response:
     """Prometheus's /api/v1/alerts shape, so tools that read Prometheus alerts read ours."""
     engine = request.app[ALERT_ENGINE]
-    body = engine.api_alerts() if engine is not None else {"status": "success", "data": {"alerts": []}}  # type: ignore[attr-defined]
+    body = engine.api_alerts() if engine is not None else {"status": "success", "data": {"alerts": []}}
     return web.json_response(body)
 
 
@@ -41,7 +51,7 @@ async def index(_request: web.Request) -> web.Response:
     return web.Response(text=_INDEX, content_type="text/html")
 
 
-def build_app(exposition: Exposition, readiness: object, alert_engine: object | None = None) -> web.Application:
+def build_app(exposition: Exposition, readiness: Readiness, alert_engine: AlertEngine | None = None) -> web.Application:
     app = web.Application()
     app[EXPOSITION] = exposition
     app[READINESS] = readiness

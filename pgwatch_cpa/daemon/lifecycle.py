@@ -23,7 +23,6 @@ from pgwatch_cpa.errors import PgwatchError
 
 log = logging.getLogger(__name__)
 
-POLLERS = web.AppKey("pollers", list)
 SHUTDOWN_GRACE = 4.0
 
 
@@ -40,7 +39,6 @@ class Daemon:
         self.alerting = (AlertingService(settings.alerting, self.store, settings.interval,
                                          self.exposition.live_registry) if settings.alerting.rules else None)
         self.app = build_app(self.exposition, self, self.alerting.engine if self.alerting else None)
-        self.app[POLLERS] = self.pollers
         self.app.cleanup_ctx.append(self._background)
 
     def _build_pollers(self) -> list[TargetPoller]:

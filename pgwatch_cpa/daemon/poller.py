@@ -9,6 +9,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
+from prometheus_client.core import Metric
+
 from pgwatch_cpa.collectors.base import Collector, CollectorDisabled
 from pgwatch_cpa.collectors.metric_set import MetricSet
 from pgwatch_cpa.daemon.snapshot import SnapshotStore
@@ -87,10 +89,14 @@ class TargetPoller(ABC):
         self._set_up(True, None)
         now = time.monotonic()
         due = [c for c in self.collectors if c.name not in self._disabled and self._is_due(c, now)]
-        await asyncio.gather(*(self._run_collector(c) for c in due))
+        await self.run_collectors(due)
         self._publish_own_metrics()
         self.cycles_completed += 1
         return True
+
+    async def run_collectors(self, due: Sequence[Collector]) -> None:
+        """Run this cycle's due collectors, concurrently. A target kind may group them differently."""
+        await asyncio.gather(*(self._run_collector(c) for c in due))
 
     def _is_due(self, collector: Collector, now: float) -> bool:
         last = self._last_run.get(collector.name)
@@ -104,17 +110,26 @@ class TargetPoller(ABC):
             async with asyncio.timeout(self.collector_timeout), self.context(collector) as ctx:
                 await collector.collect(ctx, out)
         except CollectorDisabled as exc:
-            self._disabled[collector.name] = str(exc)
-            log.warning("target %s: collector %s disabled: %s", self.name, collector.name, exc)
-            self.store.put(self.name, collector.name, ())
+            self.disable(collector, exc)
             return
         except Exception as exc:  # task boundary: one collector's failure never hides another's samples
-            self._record_health(collector.name, False, time.monotonic() - started, exc)
-            self.store.put(self.name, collector.name, ())
+            self.finish(collector, started, time.monotonic() - started, exc, ())
             return
-        self._last_run[collector.name] = started
-        self._record_health(collector.name, True, time.monotonic() - started, None)
-        self.store.put(self.name, collector.name, out.families())
+        self.finish(collector, started, time.monotonic() - started, None, out.families())
+
+    def disable(self, collector: Collector, reason: BaseException) -> None:
+        """Stop running a collector that can never work on this target, after one WARNING."""
+        self._disabled[collector.name] = str(reason)
+        log.warning("target %s: collector %s disabled: %s", self.name, collector.name, reason)
+        self.store.put(self.name, collector.name, ())
+
+    def finish(self, collector: Collector, started: float, duration: float, failure: BaseException | None,
+               families: tuple[Metric, ...]) -> None:
+        """Record one run of a collector: its health, and the samples it produced (even after a partial failure)."""
+        if failure is None:
+            self._last_run[collector.name] = started
+        self._record_health(collector.name, failure is None, duration, failure)
+        self.store.put(self.name, collector.name, families)
 
     @property
     def collector_timeout(self) -> float:
@@ -136,10 +151,6 @@ class TargetPoller(ABC):
         else:
             log.warning("target %s (%s) is down: %s", self.name, self.kind, describe(exc))
         self._up = up
-
-    @property
-    def is_up(self) -> bool:
-        return bool(self._up)
 
     def _publish_own_metrics(self) -> None:
         out = MetricSet({"target": self.name})

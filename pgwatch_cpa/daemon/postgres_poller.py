@@ -16,6 +16,7 @@ from prometheus_client.core import Metric
 
 from pgwatch_cpa.collectors.base import Collector, CollectorDisabled
 from pgwatch_cpa.collectors.metric_set import MetricSet, merge_families
+from pgwatch_cpa.collectors.postgres.common import PgCollector
 from pgwatch_cpa.daemon.poller import TargetPoller, describe
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,6 @@ class PostgresPoller(TargetPoller):
         self._missing_logged: set[str] = set()
         self._db_failed: set[tuple[str, str]] = set()
         self._probe_reused = False
-        self._batch: tuple[int, Any, list[Collector]] = (-1, None, [])
 
     async def open(self) -> None:
         from pgwatch_cpa.daemon.pg_connections import PgConnections
@@ -108,38 +108,26 @@ class PostgresPoller(TargetPoller):
             yield PgContext(self.name, conn, self._server_version, self.settings, database or self._database,
                             self._extensions, self._state[collector.name])
 
-    async def _run_collector(self, collector: Collector) -> None:
-        if not getattr(collector, "per_database", False):
-            await super()._run_collector(collector)
+    async def run_collectors(self, due: Sequence[Collector]) -> None:
+        """Instance-wide collectors run concurrently; per-database collectors run together, database by database,
+        so that each database needs one connection per cycle (kept, if max_connections allows) rather than one
+        per collector."""
+        per_database = [c for c in due if isinstance(c, PgCollector) and c.per_database]
+        instance_wide = [c for c in due if c not in per_database]
+        await asyncio.gather(super().run_collectors(instance_wide), self._run_per_database(per_database))
+
+    async def _run_per_database(self, collectors: Sequence[Collector]) -> None:
+        if not collectors:
             return
-        # Per-database collectors of one cycle run together, database by database, so that each database
-        # needs one connection per cycle (and keeps it, if max_connections allows) rather than one per collector.
-        cycle, future, members = self._batch
-        if cycle != self.attempts:
-            now = time.monotonic()
-            members = [c for c in self.collectors if getattr(c, "per_database", False)
-                       and c.name not in self._disabled and self._is_due(c, now)]
-            future = asyncio.get_running_loop().create_future()
-            self._batch = (self.attempts, future, members)
-            try:
-                future.set_result(await self._run_databases(members))
-            except BaseException as exc:
-                future.set_exception(exc)
-                raise
-        if collector not in members:
-            outcome = (await self._run_databases([collector]))[collector.name]
-        else:
-            outcome = (await asyncio.shield(future))[collector.name]
-        if outcome.disabled is not None:
-            self._disabled[collector.name] = str(outcome.disabled)
-            log.warning("target %s: collector %s disabled: %s", self.name, collector.name, outcome.disabled)
-            self.store.put(self.name, collector.name, ())
-            return
-        if outcome.failure is None:
-            self._last_run[collector.name] = outcome.started
-        self._record_health(collector.name, outcome.failure is None, outcome.duration, outcome.failure)
-        # one database's failure never hides the other databases' samples
-        self.store.put(self.name, collector.name, merge_families(outcome.results))
+        outcomes = await self._run_databases(collectors)
+        for collector in collectors:
+            outcome = outcomes[collector.name]
+            if outcome.disabled is not None:
+                self.disable(collector, outcome.disabled)
+            else:
+                # one database's failure never hides the other databases' samples
+                self.finish(collector, outcome.started, outcome.duration, outcome.failure,
+                            merge_families(outcome.results))
 
     async def _run_databases(self, collectors: Sequence[Collector]) -> dict[str, _Outcome]:
         outcomes = {c.name: _Outcome(started=time.monotonic()) for c in collectors}
