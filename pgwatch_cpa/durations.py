@@ -1,4 +1,7 @@
-"""Parsing of human durations such as ``15s``, ``5m``, ``1h30m`` and ``250ms``."""
+"""The config files' durations: ``15s``, ``5m``, ``1h30m``, ``250ms``, ``1.5s`` or a number of seconds.
+
+Not Prometheus's grammar (integers only, ``y``/``w`` units): rule files use ``alerts.rules.parse_prometheus_duration``.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 
 
-def parse_duration(value: object) -> float:
+def parse_config_duration(value: object) -> float:
     """Seconds from a duration string or a plain non-negative number of seconds.
 
     Raises ValueError with a message meant for the user.
@@ -30,12 +33,3 @@ def parse_duration(value: object) -> float:
 def _matches_all(text: str) -> bool:
     return "".join(m.group(0) for m in _PART.finditer(text)) == text
 
-
-def format_duration(seconds: float) -> str:
-    if seconds < 1:
-        return f"{round(seconds * 1000)}ms"
-    if seconds % 3600 == 0:
-        return f"{int(seconds // 3600)}h"
-    if seconds % 60 == 0:
-        return f"{int(seconds // 60)}m"
-    return f"{seconds:g}s"

@@ -38,14 +38,14 @@ class RuleError(PgwatchError):
         super().__init__(f"{len(problems)} problem(s) in rule file(s):\n" + "\n".join(f"  {p}" for p in problems))
 
 
-def parse_duration(text: object) -> float:
+def parse_prometheus_duration(text: object) -> float:
     """Seconds of a Prometheus duration (``5m``, ``1h30m``, ``0``); ValueError otherwise."""
-    if not isinstance(text, str) or not text or (text != "0" and not _DURATION.match(text)):
-        raise ValueError(f"not a valid duration string: {text!r}")
     if text == "0":
         return 0.0
-    groups = _DURATION.match(text).groups()  # type: ignore[union-attr]
-    return sum(int(g) * unit for g, unit in zip(groups, _UNITS, strict=True) if g)
+    match = _DURATION.match(text) if isinstance(text, str) and text else None
+    if match is None:
+        raise ValueError(f"not a valid duration string: {text!r}")
+    return sum(int(g) * unit for g, unit in zip(match.groups(), _UNITS, strict=True) if g)
 
 
 @dataclass(frozen=True)
@@ -170,7 +170,7 @@ def _parse_group(raw: object, where: str, source: str, default_interval: float,
     interval = default_interval
     if "interval" in raw:
         try:
-            interval = parse_duration(raw["interval"])
+            interval = parse_prometheus_duration(raw["interval"])
         except ValueError as exc:
             problems.append(f"{where}: interval: {exc}")
     if interval <= 0:
@@ -230,7 +230,7 @@ def _duration(raw: dict, key: str, here: str, problems: list[str]) -> float:
     if key not in raw:
         return 0.0
     try:
-        return parse_duration(raw[key])
+        return parse_prometheus_duration(raw[key])
     except ValueError as exc:
         problems.append(f"{here}: {key}: {exc}")
         return 0.0

@@ -2,70 +2,50 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
-from pgwatch_cpa.durations import parse_duration
-from pgwatch_cpa.secrets import REDACTOR
-
-Duration = Annotated[float, BeforeValidator(parse_duration)]
+from pgwatch_cpa.config.base import Duration, Name, StrictModel, environ_of, read_secret
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def _secret(env: str | None, file: Path | None, what: str) -> str | None:
-    if env and file:
-        raise ValueError(f"{what}: set {what}_env or {what}_file, not both")
-    if env:
-        value = os.environ.get(env)
-        if value is None:
-            raise ValueError(f"{what}_env: environment variable {env} is not set")
-    elif file:
-        try:
-            value = file.read_text().rstrip("\r\n")
-        except OSError as exc:
-            raise ValueError(f"{what}_file: cannot read {file}: {exc.strerror}") from None
-    else:
-        return None
-    REDACTOR.add(value)
-    return value
-
-
-class BasicAuth(_Strict):
+class BasicAuth(StrictModel):
     username: str
     password_env: str | None = None
     password_file: Path | None = None
+    _password: str = PrivateAttr(default="")
+
+    @model_validator(mode="after")
+    def _resolve(self, info: ValidationInfo) -> BasicAuth:
+        self._password = read_secret(self.password_env, self.password_file, "password", environ_of(info)) or ""
+        return self
 
     @property
     def password(self) -> str:
-        return _secret(self.password_env, self.password_file, "password") or ""
+        return self._password
 
 
-class _HttpReceiver(_Strict):
-    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+class _HttpReceiver(StrictModel):
+    name: Name
     bearer_token_env: str | None = None
     bearer_token_file: Path | None = None
     basic_auth: BasicAuth | None = None
     timeout: Duration = 10.0
     max_attempts: Annotated[int, Field(ge=1, le=20)] = 5
+    _bearer_token: str | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
-    def _check_secrets(self) -> _HttpReceiver:
+    def _resolve_token(self, info: ValidationInfo) -> _HttpReceiver:
         if self.basic_auth and (self.bearer_token_env or self.bearer_token_file):
             raise ValueError("basic_auth: use either a bearer token or basic auth")
-        _secret(self.bearer_token_env, self.bearer_token_file, "bearer_token")
-        if self.basic_auth:
-            _ = self.basic_auth.password
+        self._bearer_token = read_secret(self.bearer_token_env, self.bearer_token_file, "bearer_token",
+                                         environ_of(info))
         return self
 
     @property
     def bearer_token(self) -> str | None:
-        return _secret(self.bearer_token_env, self.bearer_token_file, "bearer_token")
+        return self._bearer_token
 
 
 class WebhookReceiverSettings(_HttpReceiver):
@@ -80,15 +60,17 @@ class WebhookReceiverSettings(_HttpReceiver):
     send_resolved: bool = True
     hmac_secret_env: str | None = None
     hmac_secret_file: Path | None = None
+    _hmac_secret: str | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
-    def _check_hmac(self) -> WebhookReceiverSettings:
-        _secret(self.hmac_secret_env, self.hmac_secret_file, "hmac_secret")
+    def _resolve_hmac(self, info: ValidationInfo) -> WebhookReceiverSettings:
+        self._hmac_secret = read_secret(self.hmac_secret_env, self.hmac_secret_file, "hmac_secret",
+                                        environ_of(info))
         return self
 
     @property
     def hmac_secret(self) -> str | None:
-        return _secret(self.hmac_secret_env, self.hmac_secret_file, "hmac_secret")
+        return self._hmac_secret
 
 
 class AlertmanagerReceiverSettings(_HttpReceiver):
@@ -102,7 +84,7 @@ class AlertmanagerReceiverSettings(_HttpReceiver):
 Receiver = Annotated[WebhookReceiverSettings | AlertmanagerReceiverSettings, Field(discriminator="type")]
 
 
-class AlertingSettings(_Strict):
+class AlertingSettings(StrictModel):
     rules: list[Path] = Field(default_factory=list)
     evaluation_interval: Duration | None = None  # default: the global interval
     state_file: Path | None = None  # keeps `for` timers and firing state across restarts

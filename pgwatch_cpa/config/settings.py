@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     PrivateAttr,
     ValidationError,
@@ -26,12 +24,9 @@ from pydantic import (
 )
 
 from pgwatch_cpa.config.alerting import AlertingSettings
-from pgwatch_cpa.durations import parse_duration
+from pgwatch_cpa.config.base import Duration, Name, StrictModel, environ_of, read_secret
 from pgwatch_cpa.errors import ConfigError
 from pgwatch_cpa.secrets import REDACTOR, mask_dsn, mask_url
-
-Duration = Annotated[float, BeforeValidator(parse_duration)]
-TargetName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
 
 # Environment variables that configure tools around the daemon, not the daemon itself.
 NON_CONFIG_ENV = {"PGWATCH_PG_BINDIR", "PGWATCH_REDIS_SERVER", "PGWATCH_REQUIRE_ALL", "PGWATCH_SANDBOX_USER"}
@@ -39,11 +34,7 @@ _ENV_PREFIX = "PGWATCH_"
 _UNION_TAGS = {"webhook", "alertmanager"}
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class CollectorSettings(_Strict):
+class CollectorSettings(StrictModel):
     enabled: bool = True
     interval: Duration | None = None
 
@@ -60,15 +51,15 @@ def _check_regex(value: str | None) -> str | None:
 Regex = Annotated[str, BeforeValidator(_check_regex)]
 
 
-class DiscoverSettings(_Strict):
+class DiscoverSettings(StrictModel):
     """Poll every connectable, non-template database whose name fully matches include and not exclude."""
 
     include: Regex = ".*"
     exclude: Regex | None = None
 
 
-class PostgresTarget(_Strict):
-    name: TargetName
+class PostgresTarget(StrictModel):
+    name: Name
     dsn: str | None = Field(default=None, repr=False)
     dsn_env: str | None = None
     password_file: Path | None = None
@@ -106,7 +97,7 @@ class PostgresTarget(_Strict):
     @model_validator(mode="after")
     def _resolve_dsn(self, info: ValidationInfo) -> PostgresTarget:
         self._conninfo = _resolve_secret_source(self.dsn, self.dsn_env, self.password_file, "dsn", _pg_conninfo,
-                                                _environ(info))
+                                                environ_of(info))
         return self
 
     @property
@@ -143,8 +134,8 @@ FamilyName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,39}$")]
 KeyPrefix = Annotated[str, Field(min_length=1, max_length=256)]
 
 
-class RedisTarget(_Strict):
-    name: TargetName
+class RedisTarget(StrictModel):
+    name: Name
     url: str | None = Field(default=None, repr=False)
     url_env: str | None = None
     password_file: Path | None = None
@@ -189,7 +180,7 @@ class RedisTarget(_Strict):
     @model_validator(mode="after")
     def _resolve_url(self, info: ValidationInfo) -> RedisTarget:
         self._url = _resolve_secret_source(self.url, self.url_env, self.password_file, "url", _redis_url,
-                                           _environ(info))
+                                           environ_of(info))
         return self
 
     @property
@@ -202,7 +193,7 @@ class RedisTarget(_Strict):
         return mask_url(self._url)
 
 
-class Settings(_Strict):
+class Settings(StrictModel):
     listen: str = "127.0.0.1:9188"
     interval: Duration = 15.0
     postgres: list[PostgresTarget] = Field(default_factory=list)
@@ -229,30 +220,17 @@ def parse_listen(address: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port_text)
 
 
-def _environ(info: ValidationInfo) -> Mapping[str, str]:
-    context = info.context or {}
-    return context.get("environ", os.environ)
-
-
-def _resolve_secret_source(inline, env_name, password_file, field, normalise, environ) -> str:
-    sources = [s for s in (inline, env_name) if s]
-    if len(sources) != 1:
+def _resolve_secret_source(inline: str | None, env_name: str | None, password_file: Path | None, field: str,
+                           normalise: Callable[[str, str | None], str], environ: Mapping[str, str]) -> str:
+    """The DSN or URL, from the file or the environment, with the password of ``password_file`` put in."""
+    if bool(inline) == bool(env_name):
         raise ValueError(f"{field}: exactly one of {field} or {field}_env must be set")
-    value = inline if inline else environ.get(env_name or "")
-    if value is None:
-        raise ValueError(f"{field}_env: environment variable {env_name} is not set")
-    password = None
-    if password_file is not None:
-        try:
-            password = password_file.read_text().rstrip("\r\n")
-        except OSError as exc:
-            raise ValueError(f"password_file: cannot read {password_file}: {exc.strerror}") from None
+    value = inline or read_secret(env_name, None, field, environ) or ""
+    password = read_secret(None, password_file, "password", environ)
     try:
-        resolved = normalise(value, password)
+        return normalise(value, password)
     except ValueError as exc:
         raise ValueError(f"{field if inline else field + '_env'}: {exc}") from None
-    REDACTOR.add(password)
-    return resolved
 
 
 def _pg_conninfo(dsn: str, password: str | None) -> str:

@@ -28,7 +28,7 @@ import yaml
 from psycopg import sql
 
 import pgwatch_cpa
-from pgwatch_cpa.alerts.rules import parse_duration
+from pgwatch_cpa.alerts.rules import parse_prometheus_duration
 from pgwatch_cpa.config import settings_from_mapping
 from pgwatch_cpa.cpa.schema.migrate import migrate
 from pgwatch_cpa.cpa.seed import seed
@@ -87,7 +87,7 @@ def shorten_rules(source: Path, dest: Path, cap: float) -> int:
     for group in data.get("groups", []):
         for rule in group.get("rules", []):
             for key in ("for", "keep_firing_for"):
-                if key in rule and parse_duration(str(rule[key])) > cap:
+                if key in rule and parse_prometheus_duration(str(rule[key])) > cap:
                     rule[key] = f"{cap:g}s" if cap == int(cap) else f"{int(cap * 1000)}ms"
                     changed += 1
     dest.write_text(yaml.safe_dump(data, sort_keys=False, width=1000), encoding="utf-8")

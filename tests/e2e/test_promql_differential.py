@@ -25,7 +25,7 @@ import yaml
 from pgwatch_cpa.alerts.engine import FIRING, AlertEngine
 from pgwatch_cpa.alerts.history import History
 from pgwatch_cpa.alerts.promql import Evaluator, Sample, VectorSel, compile_expr, format_labels
-from pgwatch_cpa.alerts.rules import RuleSet, load_rules, parse_duration
+from pgwatch_cpa.alerts.rules import RuleSet, load_rules, parse_prometheus_duration
 
 pytestmark = pytest.mark.e2e
 
@@ -142,12 +142,12 @@ def expr_cases() -> list[dict]:
 @pytest.mark.parametrize("case", expr_cases(), ids=lambda c: c["name"])
 def test_expressions_match_promtool(case: dict, tmp_path: Path) -> None:
     require_promtool()
-    data = Input(parse_duration(case["interval"]), case["series"])
+    data = Input(parse_prometheus_duration(case["interval"]), case["series"])
     history = History(None, default_window=10**7)
     data.feed(history, upto=10**7)
     evaluator = Evaluator(history)
     grid = case["eval"]
-    start, end, step = (parse_duration(grid[k]) for k in ("start", "end", "step"))
+    start, end, step = (parse_prometheus_duration(grid[k]) for k in ("start", "end", "step"))
     tests, skipped = [], 0
     for text in case["exprs"]:
         expr = compile_expr(text)
@@ -324,7 +324,7 @@ def run_rule_file(path: Path, tmp: Path, *, scenario: Path | None = None, steps:
     rules = load_rules(tmp / "annotated.yml")
     if scenario is not None:
         spec = yaml.safe_load(scenario.read_text())
-        series, interval, steps = spec["series"], parse_duration(spec["interval"]), spec["steps"]
+        series, interval, steps = spec["series"], parse_prometheus_duration(spec["interval"]), spec["steps"]
     else:
         series = synthesize_series(rules, steps, interval)
     data = Input(interval, series)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pgwatch_cpa.alerts.rules import RuleError, load_rules, parse_duration, parse_rules
+from pgwatch_cpa.alerts.rules import RuleError, load_rules, parse_prometheus_duration, parse_rules
 from pgwatch_cpa.alerts.templates import Template, go_float, go_float_e, humanize, humanize_duration
 from pgwatch_cpa.errors import PgwatchError
 
@@ -90,13 +90,13 @@ def test_missing_file(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("text, seconds", [("5m", 300), ("1h30m", 5400), ("0", 0), ("1d", 86400), ("250ms", 0.25)])
 def test_durations(text: str, seconds: float) -> None:
-    assert parse_duration(text) == seconds
+    assert parse_prometheus_duration(text) == seconds
 
 
 @pytest.mark.parametrize("text", ["", "5", "1.5m", "5m1h", "-5m", "5 m"])
 def test_bad_durations(text: str) -> None:
     with pytest.raises(ValueError):
-        parse_duration(text)
+        parse_prometheus_duration(text)
 
 
 def test_templates() -> None:

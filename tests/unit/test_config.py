@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from pgwatch_cpa.cli import main
 from pgwatch_cpa.config import load_settings, settings_from_mapping
-from pgwatch_cpa.durations import parse_duration
+from pgwatch_cpa.durations import parse_config_duration
 from pgwatch_cpa.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -138,17 +138,37 @@ def test_yaml_syntax_error_names_line(tmp_path):
 @pytest.mark.parametrize(("text", "seconds"), [("15s", 15), ("5m", 300), ("1h30m", 5400), ("250ms", 0.25),
                                                (10, 10), ("1d", 86400)])
 def test_durations(text, seconds):
-    assert parse_duration(text) == pytest.approx(seconds)
+    assert parse_config_duration(text) == pytest.approx(seconds)
 
 
 @pytest.mark.parametrize("text", ["", "15", "s", "5 minutes", "-1s", True, None, "1h 30x"])
 def test_bad_durations(text):
     with pytest.raises(ValueError):
-        parse_duration(text)
+        parse_config_duration(text)
 
 
 @given(st.lists(st.tuples(st.integers(0, 999), st.sampled_from(["ms", "s", "m", "h"])), min_size=1, max_size=4))
 def test_duration_sums_its_parts(parts):
     factor = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
     text = "".join(f"{n}{u}" for n, u in parts)
-    assert parse_duration(text) == pytest.approx(sum(n * factor[u] for n, u in parts))
+    assert parse_config_duration(text) == pytest.approx(sum(n * factor[u] for n, u in parts))
+
+
+def test_receiver_secrets_come_from_the_injected_environment(tmp_path, monkeypatch):
+    """Alerting secrets resolve like DSNs: from the environment the config is validated against, once."""
+    rules = tmp_path / "rules.yml"
+    rules.write_text("groups: []\n")
+    raw = {"alerting": {"rules": [str(rules)], "receivers": [
+        {"type": "webhook", "name": "oncall", "url": "http://127.0.0.1:1/hook", "bearer_token_env": "HOOK_TOKEN"},
+        {"type": "alertmanager", "name": "am", "urls": ["http://127.0.0.1:2"],
+         "basic_auth": {"username": "u", "password_env": "AM_PASSWORD"}},
+    ]}}
+    monkeypatch.setenv("HOOK_TOKEN", "from-process-env")
+    settings = settings_from_mapping(raw, {"HOOK_TOKEN": "injected-token", "AM_PASSWORD": "injected-pw"})
+    webhook, alertmanager = settings.alerting.receivers
+    assert webhook.bearer_token == "injected-token"
+    assert alertmanager.basic_auth is not None and alertmanager.basic_auth.password == "injected-pw"
+    with pytest.raises(ConfigError) as err:
+        settings_from_mapping(raw, {"HOOK_TOKEN": "x"})
+    assert "alerting.receivers[1].basic_auth.password_env: environment variable AM_PASSWORD is not set" in str(
+        err.value)
