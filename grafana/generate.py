@@ -1,27 +1,34 @@
 #!/usr/bin/env python3
-"""Dashboards as code: writes grafana/dashboards/*.json (plain Python, no dependency beyond the stdlib).
+"""Dashboards as code: writes grafana/dashboards/*.json from this script and the alert rules of alerts.yml.
 
-    python grafana/generate.py           # rewrite the JSON files
-    python grafana/generate.py --check   # exit 1 if a committed file differs from what this script generates
+    .venv/bin/python grafana/generate.py           # rewrite the JSON files
+    .venv/bin/python grafana/generate.py --check   # exit 1 if a committed file differs from what this generates
 
-Conventions every panel follows (tests/unit/test_grafana_dashboards.py enforces them):
+Needs pyyaml and promql-parser (dependencies of the package). Conventions every panel follows
+(tests/unit/test_grafana_dashboards.py enforces them):
 
 * the datasource is the ``${datasource}`` variable everywhere (never a uid: file provisioning cannot resolve
   ``${DS_...}`` import inputs);
 * every query selects ``target=~"$target",instance=~"$instance"`` (``SEL``), every rate/increase uses
   ``$__rate_interval``;
-* every panel has a unit and a description; thresholds equal the alert rules' (``ALERTS`` below) and the panel
-  links to the alert's runbook;
+* every panel has a unit and a description; a panel that names an alert links to its runbook, quotes its
+  description and draws its threshold as read from the rule's expr in alerts.yml (``threshold()``): no
+  threshold is written here;
 * rows go health -> saturation -> performance -> detail.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
+
+import promql_parser
+import yaml
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "dashboards"
@@ -33,27 +40,81 @@ UIDS = {"overview": "pgwatch-cpa-overview", "postgres": "pgwatch-cpa-postgres", 
 TITLES = {"overview": "pgwatch-cpa / Overview (SLO)", "postgres": "pgwatch-cpa / PostgreSQL",
           "redis": "pgwatch-cpa / Redis & cache"}
 
-# Alert rules whose thresholds the panels draw: alertname -> (threshold, what it fires on). The names are the
-# ones of alerts.yml; the unit test checks, when alerts.yml exists, that each is defined there.
-ALERTS: dict[str, tuple[float, str]] = {
-    "PostgresDown": (1, "pg_up == 0"),
-    "PostgresConnectionsHigh": (0.8, "connection utilisation > 80% (guide: pool utilisation < 80%)"),
-    "PostgresCacheHitRatioLow": (0.95, "buffer cache-hit ratio < 95% (guide: > 95%)"),
-    "PostgresSlowQueries": (1.0, "a statement's mean execution time > 1 s (guide: slow queries > 1 s)"),
-    "PostgresLongRunningQueries": (300, "a non-idle query older than long_query_threshold (300 s)"),
-    "PostgresIdleInTransaction": (300, "a session idle in transaction for > 5 min"),
-    "PostgresInvalidIndex": (1, "an index left invalid by a failed CREATE INDEX CONCURRENTLY"),
-    "PostgresDeadlocks": (1, "deadlocks detected"),
-    "PostgresReplicationLagHigh": (30, "standby replay lag > 30 s"),
-    "RedisDown": (1, "redis_up == 0"),
-    "RedisMemoryHigh": (0.9, "used memory > 90% of maxmemory"),
-    "RedisClientsHigh": (0.8, "connected clients > 80% of maxclients"),
-    "RedisEvictions": (0, "keys evicted because of maxmemory"),
-    "CpaCacheHitRateLow": (0.9, "application cache hit rate < 90% (guide: > 90% for cached queries)"),
-    "CpaCacheFailOpen": (0, "cache requests served without Redis (fail-open)"),
-    "CpaRedisPoolSaturated": (0.8, "redis-py pool in use > 80% of max_connections"),
-    "PgwatchCollectorFailing": (1, "a collector keeps failing"),
-}
+# The alert rules are read from alerts.yml: the panels draw their thresholds and quote their descriptions, so
+# a threshold is written once, in the rule.
+ALERTS_YML = HERE.parent / "alerts.yml"
+_GROUPS = yaml.safe_load(ALERTS_YML.read_text(encoding="utf-8"))["groups"]
+RULES: dict[str, dict[str, Any]] = {r["alert"]: r for g in _GROUPS for r in g["rules"] if "alert" in r}
+
+
+class Threshold(NamedTuple):
+    op: str  # ">", "<" or "==", with the threshold on the right
+    value: float | str  # a number, or the name of the series the rule compares with (a per-target setting)
+
+
+# The comparisons the rules use, each with its mirror for a number written on the left (``0.9 < x`` is ``x > 0.9``).
+MIRROR = {">": "<", "<": ">", "==": "=="}
+
+
+def _comparisons(node: Any) -> list[Threshold]:
+    """The comparisons that decide whether a rule fires. The rules of alerts.yml are ``<value> <op> <number>``
+    (number on either side) or ``<value> > <series>``, possibly followed by ``and``/``unless`` a guard (traffic,
+    limit configured: not a threshold) or joined by ``or`` to the same comparison on another metric."""
+    while isinstance(node, promql_parser.ParenExpr):
+        node = node.expr
+    if not isinstance(node, promql_parser.BinaryExpr):
+        return []
+    op = str(node.op)
+    if op in ("and", "unless"):
+        return _comparisons(node.lhs)
+    if op == "or":
+        left, right = _comparisons(node.lhs), _comparisons(node.rhs)
+        return left + right if left and right else []  # a branch without a threshold is a shape we do not know
+    if op not in MIRROR or (node.modifier is not None and node.modifier.return_bool):
+        return []
+    if isinstance(node.rhs, promql_parser.NumberLiteral):
+        return [Threshold(op, node.rhs.val)]
+    if isinstance(node.lhs, promql_parser.NumberLiteral):
+        return [Threshold(MIRROR[op], node.lhs.val)]
+    if isinstance(node.rhs, promql_parser.VectorSelector):
+        return [Threshold(op, node.rhs.name)]
+    return []
+
+
+def rule(alert: str) -> dict[str, Any]:
+    if alert not in RULES:
+        raise KeyError(f"alert {alert} is not defined in {ALERTS_YML}")
+    return RULES[alert]
+
+
+@functools.cache
+def threshold(alert: str) -> Threshold:
+    """The threshold of an alert rule of alerts.yml, read from its expr; raises, naming the alert, if there is
+    none or its branches disagree."""
+    expr = rule(alert)["expr"]
+    found = set(_comparisons(promql_parser.parse(expr)))
+    if len(found) != 1:
+        raise ValueError(f"{alert}: no single threshold in its expr (found {sorted(map(str, found))}): {expr!r}")
+    op, value = found.pop()
+    # whole numbers as integers, so that the JSON shows 30 rather than 30.0
+    return Threshold(op, int(value) if isinstance(value, float) and value.is_integer() else value)
+
+
+def _number(alert: str, *ops: str) -> float:
+    op, value = threshold(alert)
+    if op not in ops or isinstance(value, str):
+        raise ValueError(f"{alert}: a panel here draws `{' or '.join(ops)} <number>`, the rule has `{op} {value}`")
+    return value
+
+
+def alert_description(alert: str) -> str:
+    """The first sentence of the rule's description annotation, its ``{{ $labels.x }}`` shown as `x`."""
+    text = re.sub(r"\{\{\s*\$labels\.(\w+)\s*\}\}", r"`\1`", rule(alert)["annotations"]["description"])
+    if "{{" in text:
+        raise ValueError(f"{alert}: a template other than $labels in its description: {text!r}")
+    return re.split(r"(?<=\.)\s", text, maxsplit=1)[0]
+
+
 # The guide's statement-latency target (p95 < 100 ms) has no alert of its own; the mean is drawn against it.
 GUIDE_STATEMENT_MEAN = 0.1
 
@@ -90,6 +151,55 @@ def below(threshold: float) -> dict[str, Any]:
     """Red below threshold, green from it."""
     return steps((RED, None), (GREEN, threshold))
 
+
+# Thresholds drawn from the alert rules. Grafana colours a step from its own value on, so ``> t`` is drawn from t
+# for a continuous value, but from the next value a count or a rate can take when t itself must stay green.
+
+def alert_line(alert: str, warn: float | None = None) -> dict[str, Any]:
+    """The panel shows the rule's own value: red from its threshold (``>``) or below it (``<``)."""
+    if threshold(alert).op == "<" and warn is None:
+        return below(_number(alert, "<"))
+    t = _number(alert, ">")
+    if warn is not None and warn >= t:
+        raise ValueError(f"{alert}: the warning step {warn} is not below the alert's threshold {t}")
+    return above(t, warn)
+
+
+def alert_count(alert: str) -> dict[str, Any]:
+    """An integer count the rule compares with ``> t``: red from t + 1."""
+    return above(_number(alert, ">") + 1)
+
+
+def alert_rate(alert: str) -> dict[str, Any]:
+    """A per-second rate of the events a rule counts with ``increase(...) > 0``: red from the first visible rate.
+    Another threshold would need the rule's window to convert, so it raises."""
+    if _number(alert, ">") != 0:
+        raise ValueError(f"{alert}: a rate panel draws only `> 0`, the rule has {threshold(alert)}")
+    return steps((GREEN, None), (RED, 0.001))
+
+
+def alert_down(alert: str) -> dict[str, Any]:
+    """A 0/1 up metric whose rule fires on ``== 0``: red below 1 (up)."""
+    if _number(alert, "==") != 0:
+        raise ValueError(f"{alert}: an up panel draws only `== 0`, the rule has {threshold(alert)}")
+    return below(1)
+
+
+def alert_setting(alert: str) -> str:
+    """The series a rule compares with instead of a number (a per-target setting): the panel queries it."""
+    value = threshold(alert).value
+    if not isinstance(value, str):
+        raise ValueError(f"{alert}: compares with the number {value}, not with a setting's series")
+    return value
+
+
+# A count of things in an alert's state (failing collectors, slow statements, open breakers): one is too many.
+ONE_IS_TOO_MANY = above(1)
+
+
+# The series of settings an alert compares with (per target), drawn dashed next to the values.
+DASHED_THRESHOLDS = {"matcher": {"id": "byRegexp", "options": ".*_threshold"},
+                     "properties": [{"id": "custom.lineStyle", "value": {"fill": "dash", "dash": [10, 10]}}]}
 
 UP_DOWN = [{"type": "value", "options": {"0": {"text": "DOWN", "color": RED, "index": 0},
                                          "1": {"text": "UP", "color": GREEN, "index": 1}}}]
@@ -163,13 +273,12 @@ class Board:
             defaults.setdefault("custom", {}).update(custom)
         panel_links = []
         if alert:
-            assert alert in ALERTS, alert
             panel_links.append({"title": f"Runbook: {alert}", "url": runbook(alert), "targetBlank": True})
         for key in links:
             panel_links.append({"title": TITLES[key], "url": f"/d/{UIDS[key]}?${{__url_time_range}}"
                                 f"&${{__all_variables}}", "targetBlank": False})
         if alert:
-            description = f"{description} Alert: {alert} ({ALERTS[alert][1]})."
+            description = f"{description} Alert {alert}: {alert_description(alert)}"
         refs = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
         panel: dict[str, Any] = {
             "type": kind, "id": self._next_id(), "title": title, "description": description,
@@ -317,9 +426,11 @@ def overview() -> dict[str, Any]:
 
     b.row("Health")
     b.stat("PostgreSQL up", "1 while the PostgreSQL target answers the daemon's probe.", "none",
-           f"pg_up{{{SEL}}}", mappings=UP_DOWN, thresholds=below(1), alert="PostgresDown", links=["postgres"])
+           f"pg_up{{{SEL}}}", mappings=UP_DOWN, thresholds=alert_down("PostgresDown"), alert="PostgresDown",
+           links=["postgres"])
     b.stat("Redis up", "1 while the Redis target answers the daemon's probe.", "none",
-           f"redis_up{{{SEL}}}", mappings=UP_DOWN, thresholds=below(1), alert="RedisDown", links=["redis"])
+           f"redis_up{{{SEL}}}", mappings=UP_DOWN, thresholds=alert_down("RedisDown"), alert="RedisDown",
+           links=["redis"])
     b.stat("Alerts firing", "Alerts of alerts.yml firing in Prometheus for the selected targets (ALERTS series).",
            "none", f'sum(ALERTS{{alertstate="firing",{SEL}}}) or vector(0)', legend="firing",
            thresholds=above(1), w=4)
@@ -328,33 +439,36 @@ def overview() -> dict[str, Any]:
            thresholds=steps((GREEN, None), (ORANGE, 1)), w=4)
     b.stat("Collectors failing", "Enabled collectors whose last run failed (pgwatch_collector_success = 0).", "none",
            f"sum by (target) (pgwatch_collector_enabled{{{SEL}}}) - sum by (target) "
-           f"(pgwatch_collector_success{{{SEL}}})", thresholds=above(1), alert="PgwatchCollectorFailing", w=8)
+           f"(pgwatch_collector_success{{{SEL}}})", thresholds=ONE_IS_TOO_MANY, alert="PgwatchCollectorFailing",
+           w=8)
 
     b.row("Saturation")
     b.stat("Connection utilisation", "Client connections / connections available to ordinary roles "
-           "(max_connections minus reserved). Guide target: < 80%.", "percentunit",
+           "(max_connections minus reserved).", "percentunit",
            f"max by (target) (pg_connections_utilization_ratio{{{SEL}}})",
-           thresholds=above(0.8, 0.7), alert="PostgresConnectionsHigh", minmax=(0, 1), links=["postgres"], w=6)
+           thresholds=alert_line("PostgresConnectionsHigh", 0.7), alert="PostgresConnectionsHigh", minmax=(0, 1),
+           links=["postgres"], w=6)
     b.stat("Redis memory / maxmemory", "used_memory / maxmemory (no value when maxmemory is 0, i.e. unlimited).",
            "percentunit", f"max by (target) (redis_memory_used_bytes{{{SEL}}} / (redis_memory_max_bytes{{{SEL}}} > 0))",
-           thresholds=above(0.9, 0.8), alert="RedisMemoryHigh", minmax=(0, 1), links=["redis"], w=6)
+           thresholds=alert_line("RedisMemoryHigh", 0.8), alert="RedisMemoryHigh", minmax=(0, 1), links=["redis"], w=6)
     b.stat("Redis clients / maxclients", "connected_clients / maxclients.", "percentunit",
            f"max by (target) (redis_connected_clients{{{SEL}}} / redis_config_maxclients{{{SEL}}})",
-           thresholds=above(0.8, 0.7), alert="RedisClientsHigh", minmax=(0, 1), links=["redis"], w=6)
+           thresholds=alert_line("RedisClientsHigh", 0.7), alert="RedisClientsHigh", minmax=(0, 1), links=["redis"],
+           w=6)
     b.stat("Redis pool in use (app)", "redis-py connections in use / max_connections, worst application instance.",
            "percentunit", f'max by (target) (cpa_redis_pool_connections{{{SEL},state="in_use"}} / ignoring(state) '
-           f"cpa_redis_pool_max_connections{{{SEL}}})", thresholds=above(0.8, 0.7), alert="CpaRedisPoolSaturated",
-           minmax=(0, 1), links=["redis"], w=6)
+           f"cpa_redis_pool_max_connections{{{SEL}}})", thresholds=alert_line("CpaRedisPoolSaturated", 0.7),
+           alert="CpaRedisPoolSaturated", minmax=(0, 1), links=["redis"], w=6)
     b.stat("Database size", "Disk space of all databases of the target (pg_database_size).", "bytes",
            f"sum by (target) (pg_database_size_bytes{{{SEL}}})", w=6, links=["postgres"])
     b.stat("Database growth / day", "Linear growth rate of the databases' size over the last 6 hours, per day "
            "(deriv). Guide: track storage growth.", "bytes",
            f"sum by (target) (deriv(pg_database_size_bytes{{{SEL}}}[6h])) * 86400", w=6)
     b.stat("Slow statements", "Statements whose mean execution time exceeds slow_query_threshold.", "none",
-           f"sum by (target) (pg_stat_statements_slow_statements{{{SEL}}})", thresholds=above(1),
+           f"sum by (target) (pg_stat_statements_slow_statements{{{SEL}}})", thresholds=ONE_IS_TOO_MANY,
            alert="PostgresSlowQueries", w=6)
     b.stat("Redis evictions", "Keys evicted per second because maxmemory was reached.", "ops",
-           f"sum by (target) ({rate('redis_evicted_keys_total')})", thresholds=steps((GREEN, None), (RED, 0.001)),
+           f"sum by (target) ({rate('redis_evicted_keys_total')})", thresholds=alert_rate("RedisEvictions"),
            alert="RedisEvictions", w=6)
 
     b.row("Performance: the guide's targets")
@@ -365,19 +479,21 @@ def overview() -> dict[str, Any]:
            thresholds=above(GUIDE_STATEMENT_MEAN, GUIDE_STATEMENT_MEAN / 2), w=6, links=["postgres"])
     b.stat("Slowest statement (mean)", "Largest per-statement mean execution time (pg_stat_statements "
            "mean_exec_time).", "s", f"max by (target) (pg_stat_statements_mean_seconds{{{SEL}}})",
-           thresholds=above(1.0, GUIDE_STATEMENT_MEAN), alert="PostgresSlowQueries", w=6, links=["postgres"])
-    b.stat("DB cache-hit ratio", "Shared-buffer hits / (hits + reads) over the rate window, all databases. "
-           "Guide target: > 95%.", "percentunit",
+           thresholds=alert_line("PostgresSlowQueries", GUIDE_STATEMENT_MEAN), alert="PostgresSlowQueries", w=6,
+           links=["postgres"])
+    b.stat("DB cache-hit ratio", "Shared-buffer hits / (hits + reads) over the rate window, all databases.",
+           "percentunit",
            f"sum by (target) ({rate('pg_stat_database_blks_hit_total')}) / (sum by (target) "
            f"({rate('pg_stat_database_blks_hit_total')}) + sum by (target) "
            f"({rate('pg_stat_database_blks_read_total')}))",
-           thresholds=below(0.95), alert="PostgresCacheHitRatioLow", minmax=(0, 1), decimals=2, w=6,
-           links=["postgres"])
+           thresholds=alert_line("PostgresCacheHitRatioLow"), alert="PostgresCacheHitRatioLow", minmax=(0, 1),
+           decimals=2, w=6, links=["postgres"])
     b.stat("App cache hit rate", "Caching service: (hit + stale) / all lookups over the rate window, all "
-           "families and instances. Guide target: > 90%.", "percentunit",
+           "families and instances.", "percentunit",
            f"sum by (target) ({rate('cpa_cache_requests_total', ',' + APP_HIT)}) / sum by (target) "
            f"({rate('cpa_cache_requests_total')})",
-           thresholds=below(0.9), alert="CpaCacheHitRateLow", minmax=(0, 1), decimals=2, w=6, links=["redis"])
+           thresholds=alert_line("CpaCacheHitRateLow"), alert="CpaCacheHitRateLow", minmax=(0, 1), decimals=2, w=6,
+           links=["redis"])
 
     b.row("Detail: trends")
     b.ts("Statement latency", "Mean statement execution time per target over time (rate of seconds / rate "
@@ -386,17 +502,18 @@ def overview() -> dict[str, Any]:
            f"({rate('pg_stat_statements_calls_total')})", "{{target}} mean"),
          q(f"max by (target) (pg_stat_statements_mean_seconds{{{SEL}}})", "{{target}} slowest statement"),
          thresholds=above(GUIDE_STATEMENT_MEAN))
-    b.ts("Connection utilisation", "Connection utilisation over time; the line is the 80% alert threshold.",
+    b.ts("Connection utilisation", "Connection utilisation over time; the line is the alert's threshold.",
          "percentunit", q(f"max by (target) (pg_connections_utilization_ratio{{{SEL}}})", "{{target}}"),
-         thresholds=above(0.8), alert="PostgresConnectionsHigh", minmax=(0, 1))
-    b.ts("Cache-hit ratios", "PostgreSQL buffer cache-hit ratio (alert below 95%) and the application cache hit "
-         "rate (alert below 90%).", "percentunit",
+         thresholds=alert_line("PostgresConnectionsHigh"), alert="PostgresConnectionsHigh", minmax=(0, 1))
+    b.ts("Cache-hit ratios", f"PostgreSQL buffer cache-hit ratio (PostgresCacheHitRatioLow below "
+         f"{_number('PostgresCacheHitRatioLow', '<'):.0%}) and the application cache hit rate (CpaCacheHitRateLow "
+         f"below {_number('CpaCacheHitRateLow', '<'):.0%}, the line).", "percentunit",
          q(f"sum by (target) ({rate('pg_stat_database_blks_hit_total')}) / (sum by (target) "
            f"({rate('pg_stat_database_blks_hit_total')}) + sum by (target) "
            f"({rate('pg_stat_database_blks_read_total')}))", "{{target}} PostgreSQL buffers"),
          q(f"sum by (target) ({rate('cpa_cache_requests_total', ',' + APP_HIT)}) / sum by (target) "
            f"({rate('cpa_cache_requests_total')})", "{{target}} application cache"),
-         thresholds=below(0.9), minmax=(None, 1))
+         thresholds=alert_line("CpaCacheHitRateLow"), minmax=(None, 1))
     b.ts("Database size", "Size of each database over time.", "bytes",
          q(f"sum by (target, datname) (pg_database_size_bytes{{{SEL}}})", "{{target}} {{datname}}"))
     return b.json(dashboard_links("overview"))
@@ -417,16 +534,17 @@ def postgres() -> dict[str, Any]:
 
     b.row("Health")
     b.stat("Up", "1 while the target answers the daemon's probe.", "none", f"pg_up{{{SEL}}}", mappings=UP_DOWN,
-           thresholds=below(1), alert="PostgresDown")
+           thresholds=alert_down("PostgresDown"), alert="PostgresDown")
     b.stat("Collectors failing", "Enabled collectors whose last run failed.", "none",
            f"sum by (target) (pgwatch_collector_enabled{{{SEL}}}) - sum by (target) "
-           f"(pgwatch_collector_success{{{SEL}}})", thresholds=above(1), alert="PgwatchCollectorFailing")
+           f"(pgwatch_collector_success{{{SEL}}})", thresholds=ONE_IS_TOO_MANY, alert="PgwatchCollectorFailing")
     b.stat("Deadlocks", "Deadlocks detected in the rate window, all selected databases.", "none",
            f"sum by (target) (increase(pg_stat_database_deadlocks_total{{{SEL}{DB}}}[$__rate_interval]))",
-           thresholds=above(1), alert="PostgresDeadlocks")
+           thresholds=alert_count("PostgresDeadlocks"), alert="PostgresDeadlocks")
     b.stat("Invalid indexes", "Indexes with indisvalid = false (a failed CREATE INDEX CONCURRENTLY): they cost "
            "writes and serve no query. Drop and rebuild.", "none",
-           f"sum by (target) (pg_indexes_invalid{{{SEL}{DB}}})", thresholds=above(1), alert="PostgresInvalidIndex")
+           f"sum by (target) (pg_indexes_invalid{{{SEL}{DB}}})", thresholds=alert_count("PostgresInvalidIndex"),
+           alert="PostgresInvalidIndex")
     b.stat("Replica", "1 if the server is a standby (pg_is_in_recovery).", "none",
            f"pg_replication_is_replica{{{SEL}}}",
            mappings=[{"type": "value", "options": {"0": {"text": "primary", "index": 0},
@@ -434,7 +552,7 @@ def postgres() -> dict[str, Any]:
            thresholds=steps((BLUE, None)))
     b.stat("Transaction ID age", "age(datfrozenxid) of the oldest selected database; wraparound protection "
            "starts at 2^31 minus this.", "short", f"max by (target) (pg_database_frozen_xid_age{{{SEL}{DB}}})",
-           thresholds=above(1.5e9, 1e9))
+           thresholds=alert_line("PostgresXidWraparound"), alert="PostgresXidWraparound")
     b.ts("Collector duration", "Duration of each collector's last run; a collector near the poll interval or "
          "its statement_timeout needs attention.", "s",
          q(f"pgwatch_collector_duration_seconds{{{SEL}}}", "{{target}} {{collector}}"), w=12, h=7)
@@ -447,10 +565,10 @@ def postgres() -> dict[str, Any]:
     b.ts("Connections by state", "Client connections per state (the daemon's own excluded).", "short",
          q(f"sum by (target, state) (pg_stat_activity_connections{{{SEL}{DB}}})", "{{target}} {{state}}"),
          stack=True, w=8)
-    b.ts("Connection utilisation", "Connections / connections available to ordinary roles; alert above 80%.",
+    b.ts("Connection utilisation", "Connections / connections available to ordinary roles.",
          "percentunit", q(f"max by (target) (pg_connections_utilization_ratio{{{SEL}}})", "{{target}}"),
          q(f"max by (target) (pg_settings_max_connections{{{SEL}}})", "{{target}} max_connections"),
-         thresholds=above(0.8), alert="PostgresConnectionsHigh", w=8,
+         thresholds=alert_line("PostgresConnectionsHigh"), alert="PostgresConnectionsHigh", w=8,
          overrides=[{"matcher": {"id": "byRegexp", "options": ".*max_connections"},
                      "properties": [{"id": "unit", "value": "short"},
                                     {"id": "custom.axisPlacement", "value": "right"}]}])
@@ -459,13 +577,18 @@ def postgres() -> dict[str, Any]:
          q(f"sum by (target, wait_event_type) (pg_stat_activity_active_wait_event_type_connections{{{SEL}}})",
            "{{target}} {{wait_event_type}}"), stack=True, w=8)
     b.ts("Long and idle-in-transaction sessions", "Age of the oldest running query and the longest idle-in-"
-         "transaction session; alerts at 5 minutes. Idle in transaction holds locks and blocks vacuum.", "s",
+         "transaction session, and the target's long_query_threshold and idle_in_transaction_threshold settings "
+         "(dashed) the alerts compare them with. Idle in transaction holds locks and blocks vacuum.", "s",
          q(f"max by (target) (pg_stat_activity_oldest_query_age_seconds{{{SEL}}})", "{{target}} oldest query"),
          q(f"max by (target) (pg_stat_activity_idle_in_transaction_seconds{{{SEL}}})",
            "{{target}} idle in transaction"),
          q(f'max by (target, state) (pg_stat_activity_oldest_xact_age_seconds{{{SEL}}})',
            "{{target}} oldest transaction ({{state}})"),
-         thresholds=above(300), alert="PostgresIdleInTransaction", w=8)
+         q(f"max by (target) (pg_stat_activity_long_running_threshold_seconds{{{SEL}}})",
+           "{{target}} long_query_threshold"),
+         q(f"max by (target) ({alert_setting('PostgresIdleInTransaction')}{{{SEL}}})",
+           "{{target}} idle_in_transaction_threshold"),
+         alert="PostgresIdleInTransaction", w=8, overrides=[DASHED_THRESHOLDS])
     b.ts("Long-running and blocked sessions", "Sessions running longer than long_query_threshold, and sessions "
          "waiting for a lock another session holds.", "short",
          q(f"sum by (target) (pg_stat_activity_long_running_queries{{{SEL}}})", "{{target}} long-running"),
@@ -484,19 +607,20 @@ def postgres() -> dict[str, Any]:
 
     b.row("Performance: statements and cache")
     b.ts("Statement latency", "Mean execution time over the rate window, all statements; and the slowest "
-         "statement's mean. Guide: < 100 ms; alert PostgresSlowQueries above 1 s.", "s",
+         "statement's mean. Guide: < 100 ms.", "s",
          q(f"sum by (target) ({rate('pg_stat_statements_seconds_total', DB)}) / sum by (target) "
            f"({rate('pg_stat_statements_calls_total', DB)})", "{{target}} mean"),
          q(f"max by (target) (pg_stat_statements_mean_seconds{{{SEL}{DB}}})", "{{target}} slowest statement mean"),
-         thresholds=above(1.0), alert="PostgresSlowQueries", w=8)
+         thresholds=alert_line("PostgresSlowQueries"), alert="PostgresSlowQueries", w=8)
     b.ts("Statement throughput", "Statement executions per second (pg_stat_statements calls).", "ops",
          q(f"sum by (target) ({rate('pg_stat_statements_calls_total', DB)})", "{{target}}"), w=8)
-    b.ts("Buffer cache-hit ratio", "blks_hit / (blks_hit + blks_read) per database over the rate window; alert "
-         "below 95%.", "percentunit",
+    b.ts("Buffer cache-hit ratio", "blks_hit / (blks_hit + blks_read) per database over the rate window.",
+         "percentunit",
          q(f"sum by (target, datname) ({rate('pg_stat_database_blks_hit_total', DB)}) / (sum by (target, datname) "
            f"({rate('pg_stat_database_blks_hit_total', DB)}) + sum by (target, datname) "
            f"({rate('pg_stat_database_blks_read_total', DB)}))", "{{target}} {{datname}}"),
-         thresholds=below(0.95), alert="PostgresCacheHitRatioLow", minmax=(None, 1), w=8)
+         thresholds=alert_line("PostgresCacheHitRatioLow"), alert="PostgresCacheHitRatioLow", minmax=(None, 1),
+         w=8)
     statement_join = ("datname", "user", "queryid")
     b.table("Top statements", "Statements by total execution time since the statistics were reset (top_n; "
             "'other' is the rest). Rates are over the rate window. Query text appears where query_text is "
@@ -586,11 +710,11 @@ def postgres() -> dict[str, Any]:
 
     b.row("Detail: replication, checkpoints, WAL")
     b.ts("Replication lag", "Standby: seconds since the last replayed transaction; primary: lag of each replica "
-         "by stage. Alert above 30 s.", "s",
+         "by stage.", "s",
          q(f"max by (target) (pg_replication_lag_seconds{{{SEL}}})", "{{target}} standby replay lag"),
          q(f"max by (target, application_name, kind) (pg_stat_replication_lag_seconds{{{SEL}}})",
            "{{target}} {{application_name}} {{kind}}"),
-         thresholds=above(30), alert="PostgresReplicationLagHigh", w=8)
+         thresholds=alert_line("PostgresReplicationLagHigh"), alert="PostgresReplicationLagHigh", w=8)
     b.ts("Replication slots: retained WAL", "WAL kept on disk for each slot; an inactive slot retains WAL "
          "forever and fills the disk.", "bytes",
          q(f"max by (target, slot_name) (pg_replication_slots_retained_wal_bytes{{{SEL}}})",
@@ -650,20 +774,20 @@ def redis() -> dict[str, Any]:
 
     b.row("Health")
     b.stat("Up", "1 while the target answers the daemon's probe.", "none", f"redis_up{{{SEL}}}", mappings=UP_DOWN,
-           thresholds=below(1), alert="RedisDown")
+           thresholds=alert_down("RedisDown"), alert="RedisDown")
     b.stat("Uptime", "Seconds since the Redis server started (a reset means a restart: an empty cache).", "s",
            f"redis_uptime_in_seconds{{{SEL}}}", thresholds=steps((ORANGE, None), (GREEN, 3600)))
     b.stat("Cache fail-opens / s", "Caching-service requests served without Redis (down, slow, breaker open): "
            "the database carries that load.", "reqps",
            f"sum by (target) ({rate('cpa_cache_fail_open_total', APP)})",
-           thresholds=steps((GREEN, None), (RED, 0.001)), alert="CpaCacheFailOpen")
+           thresholds=alert_rate("CpaCacheFailOpen"), alert="CpaCacheFailOpen")
     b.stat("Cache errors", "Share of cache lookups that failed (result=error).", "percentunit",
            f"sum by (target) ({rate('cpa_cache_requests_total', APP + ERROR)})"
            f" / sum by (target) ({rate('cpa_cache_requests_total', APP)})",
            thresholds=above(0.01, 0.001), minmax=(0, 1))
     b.stat("Rejected connections / s", "Connections refused because maxclients was reached.", "cps",
            f"sum by (target) ({rate('redis_rejected_connections_total')})",
-           thresholds=steps((GREEN, None), (RED, 0.001)))
+           thresholds=alert_rate("RedisRejectedConnections"), alert="RedisRejectedConnections")
     b.stat("Error replies / s", "Error replies Redis sent to clients.", "ops",
            f"sum by (target) ({rate('redis_error_replies_total')})", thresholds=steps((GREEN, None), (ORANGE, 1)))
     b.stat("App instances publishing", "Application instances whose cache statistics are live in Redis (a "
@@ -671,19 +795,19 @@ def redis() -> dict[str, Any]:
            f"max by (target) (cpa_cache_instances{{{SEL}}})", thresholds=steps((ORANGE, None), (GREEN, 1)), w=8)
     b.stat("Circuit breaker open", "Application instances whose circuit breaker keeps them away from Redis "
            "(every request fails open to the database).", "none",
-           f"sum by (target) (cpa_cache_breaker_open{{{SEL}{INST}}})", thresholds=above(1), alert="CpaCacheFailOpen",
-           w=8)
+           f"sum by (target) (cpa_cache_breaker_open{{{SEL}{INST}}})", thresholds=ONE_IS_TOO_MANY,
+           alert="CpaCacheFailOpen", w=8)
     b.stat("Stats snapshot age", "Seconds since each instance last published its cache statistics; more than a "
            "few publish periods means the publisher is stuck.", "s",
            f"max by (target) (cpa_cache_snapshot_age_seconds{{{SEL}{INST}}})", thresholds=above(60, 30), w=8)
 
     b.row("Saturation: memory, clients, pool")
-    b.ts("Memory vs maxmemory", "used_memory and maxmemory (0: no limit); alert above 90% of maxmemory.",
+    b.ts("Memory vs maxmemory", "used_memory and maxmemory (0: no limit).",
          "bytes", q(f"max by (target) (redis_memory_used_bytes{{{SEL}}})", "{{target}} used"),
          q(f"max by (target) (redis_memory_max_bytes{{{SEL}}} > 0)", "{{target}} maxmemory"),
          q(f"max by (target) (redis_memory_used_rss_bytes{{{SEL}}})", "{{target}} RSS"),
          alert="RedisMemoryHigh", w=8)
-    b.ts("Clients vs maxclients", "Connected and blocked clients, and the maxclients limit; alert above 80%.",
+    b.ts("Clients vs maxclients", "Connected and blocked clients, and the maxclients limit.",
          "short", q(f"max by (target) (redis_connected_clients{{{SEL}}})", "{{target}} connected"),
          q(f"max by (target) (redis_blocked_clients{{{SEL}}})", "{{target}} blocked"),
          q(f"max by (target) (redis_config_maxclients{{{SEL}}})", "{{target}} maxclients"),
@@ -693,7 +817,7 @@ def redis() -> dict[str, Any]:
          q(f"sum by (target) ({rate('redis_expired_keys_total')})", "{{target}} expired"),
          alert="RedisEvictions", w=8)
     b.ts("redis-py pool: in use vs max", "The application's pooled connections in use and idle per instance, "
-         "and the pool's limit; alert above 80% in use.", "short",
+         "and the pool's limit.", "short",
          q(f'sum by (target, app_instance) (cpa_redis_pool_connections{{{SEL},app_instance=~"$app_instance",'
            f'state="in_use"}})', "{{app_instance}} in use"),
          q(f'sum by (target, app_instance) (cpa_redis_pool_connections{{{SEL},app_instance=~"$app_instance",'
@@ -710,16 +834,16 @@ def redis() -> dict[str, Any]:
          thresholds=steps((GREEN, None), (ORANGE, 1.5)), w=8)
 
     b.row("Performance: hit ratios, latency, commands")
-    b.ts("Application cache hit rate by family", "(hit + stale) / lookups per cache family over the rate window; "
-         "guide target above 90%.", "percentunit",
+    b.ts("Application cache hit rate by family", "(hit + stale) / lookups per cache family over the rate window.",
+         "percentunit",
          q(f"sum by (target, family) ({rate('cpa_cache_requests_total', APP + ',' + APP_HIT)}) / sum by "
            f"(target, family) ({rate('cpa_cache_requests_total', APP)})", "{{family}}"),
-         thresholds=below(0.9), alert="CpaCacheHitRateLow", minmax=(None, 1), w=8)
+         thresholds=alert_line("CpaCacheHitRateLow"), alert="CpaCacheHitRateLow", minmax=(None, 1), w=8)
     b.ts("Application cache hit rate by instance", "(hit + stale) / lookups per application instance.",
          "percentunit",
          q(f"sum by (target, app_instance) ({rate('cpa_cache_requests_total', APP + ',' + APP_HIT)}) / sum by "
            f"(target, app_instance) ({rate('cpa_cache_requests_total', APP)})", "{{app_instance}}"),
-         thresholds=below(0.9), alert="CpaCacheHitRateLow", minmax=(None, 1), w=8)
+         thresholds=alert_line("CpaCacheHitRateLow"), alert="CpaCacheHitRateLow", minmax=(None, 1), w=8)
     b.ts("Redis keyspace hit ratio", "keyspace_hits / (hits + misses) of the server over the rate window (every "
          "client, not only the cache).", "percentunit",
          q(f"sum by (target) ({rate('redis_keyspace_hits_total')}) / (sum by (target) "

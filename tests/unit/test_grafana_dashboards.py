@@ -5,6 +5,7 @@ template-datasource-rule, template-instance-rule / template-job-rule (-> target 
 target-instance-rule (-> every selector filters target and instance), target-rate-interval-rule, panel-units-rule,
 panel-title-description-rule, target-promql-rule (every expression parses with promql-parser).
 No server is needed; tests/e2e/test_grafana_live.py runs the same queries against a real Prometheus.
+The thresholds the panels draw are checked against alerts.yml read here, not through generate.py's code.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
+ALERTS_YML = REPO / "alerts.yml"
 GRAFANA = REPO / "grafana"
 DASHBOARD_FILES = sorted((GRAFANA / "dashboards").glob("*.json"))
 ROW_ORDER = ("health", "saturation", "performance", "detail")
@@ -106,7 +108,14 @@ def selectors(expr: str) -> list[Any]:
     return found
 
 
+def linked_alerts(panel: dict[str, Any]) -> list[str]:
+    """The alerts a panel names: those whose runbook it links to."""
+    return [link["title"].removeprefix("Runbook: ") for link in panel.get("links", [])
+            if link["url"].startswith(GEN.RUNBOOK_BASE)]
+
+
 DASHBOARDS = {path.name: load(path) for path in DASHBOARD_FILES}
+DASHBOARD_ALERTS = sorted({a for d in DASHBOARDS.values() for p in panels(d) for a in linked_alerts(p)})
 ALL_QUERIES = [(name, where, expr, req) for name, d in DASHBOARDS.items() for where, expr, req in queries(d)]
 QUERY_IDS = [f"{n}:{w}" for n, w, _e, _r in ALL_QUERIES]
 
@@ -276,11 +285,11 @@ def test_thresholds_match_alert_rules_and_runbook_links(name: str) -> None:
             url = link["url"]
             if url.startswith(GEN.RUNBOOK_BASE):
                 alert = link["title"].removeprefix("Runbook: ")
-                assert alert in GEN.ALERTS, alert
+                assert alert in GEN.RULES, alert
                 assert url == GEN.RUNBOOK_BASE + alert.lower()
                 assert alert in p["description"], f"{p['title']!r} must name its alert in the description"
                 steps = _steps(p)
-                threshold = GEN.ALERTS[alert][0]
+                threshold = GEN.threshold(alert).value
                 if len(steps) and p["fieldConfig"]["defaults"]["unit"] in ("percentunit", "s", "none"):
                     ok = threshold in steps or (threshold == 0 and 0 < min(steps) <= 0.01)
                     if p["type"] == "stat" and p["fieldConfig"]["defaults"]["unit"] == "none":
@@ -297,9 +306,9 @@ def test_thresholds_match_alert_rules_and_runbook_links(name: str) -> None:
 
 def test_guide_thresholds() -> None:
     """The guide's targets are the thresholds: connections < 80%, DB cache hit > 95%, app cache hit > 90%."""
-    assert GEN.ALERTS["PostgresConnectionsHigh"][0] == 0.8
-    assert GEN.ALERTS["PostgresCacheHitRatioLow"][0] == 0.95
-    assert GEN.ALERTS["CpaCacheHitRateLow"][0] == 0.9
+    assert GEN.threshold("PostgresConnectionsHigh") == (">", 0.8)
+    assert GEN.threshold("PostgresCacheHitRatioLow") == ("<", 0.95)
+    assert GEN.threshold("CpaCacheHitRateLow") == ("<", 0.9)
     overview = DASHBOARDS["pgwatch-cpa-overview.json"]
     titles = {p["title"]: p for p in panels(overview)}
     for title, value in (("Connection utilisation", 0.8), ("DB cache-hit ratio", 0.95), ("App cache hit rate", 0.9),
@@ -308,15 +317,14 @@ def test_guide_thresholds() -> None:
 
 
 def test_alerts_named_by_the_dashboards_exist_in_alerts_yml() -> None:
-    path = REPO / "alerts.yml"
-    if not path.exists():
-        pytest.skip("alerts.yml not written yet")
-    rules = {r["alert"]: r for g in yaml.safe_load(path.read_text())["groups"] for r in g["rules"] if "alert" in r}
-    missing = sorted(set(GEN.ALERTS) - set(rules))
+    assert ALERTS_YML.exists(), "alerts.yml is missing: the dashboards' thresholds come from it"
+    rules = {r["alert"]: r for g in yaml.safe_load(ALERTS_YML.read_text())["groups"] for r in g["rules"]
+             if "alert" in r}
+    missing = sorted(set(DASHBOARD_ALERTS) - set(rules))
     assert not missing, f"dashboards link runbooks of alerts that alerts.yml does not define: {missing}"
     for name, rule in rules.items():
         url = (rule.get("annotations") or {}).get("runbook_url")
-        if name in GEN.ALERTS and url:
+        if name in DASHBOARD_ALERTS and url:
             assert url == GEN.RUNBOOK_BASE + name.lower(), f"{name}: runbook_url {url} differs from the dashboards'"
 
 
@@ -336,6 +344,146 @@ def test_readme_covers_every_dashboard_and_alert() -> None:
     text = (GRAFANA / "README.md").read_text(encoding="utf-8")
     for uid in STABLE_UIDS:
         assert uid in text
-    for alert in GEN.ALERTS:
+    for alert in DASHBOARD_ALERTS:
         assert alert in text, f"grafana/README.md does not say which panel belongs to {alert}"
     assert "PROMETHEUS_URL" in text and "Grafana 10.4" in text
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The thresholds drawn by the committed JSON against the rules of alerts.yml, derived here without generate.py.
+
+def rule_exprs(alerts_yml: Path) -> dict[str, str]:
+    groups = yaml.safe_load(alerts_yml.read_text(encoding="utf-8"))["groups"]
+    return {r["alert"]: r["expr"] for g in groups for r in g["rules"] if "alert" in r}
+
+
+def rule_thresholds(exprs: dict[str, str]) -> dict[str, set[tuple[str, float | str]]]:
+    """alertname -> the (comparison, threshold) pairs that decide whether the rule fires: a comparison with a
+    number (either side) or a series, on the left of and/unless (the right is a guard) and on both sides of or.
+    A rule with no pair or several different ones has no single threshold; a shape not known here counts as a
+    pair of its own ("?", text), so it is reported rather than skipped."""
+    out = {}
+    for alert, expr in exprs.items():
+        found: set[tuple[str, float | str]] = set()
+        todo = [promql_parser.parse(expr)]
+        while todo:
+            node = todo.pop()
+            op = str(node.op) if isinstance(node, promql_parser.BinaryExpr) else None
+            if isinstance(node, promql_parser.ParenExpr):
+                todo.append(node.expr)
+            elif op == "or":
+                todo += [node.lhs, node.rhs]
+            elif op in ("and", "unless"):
+                todo.append(node.lhs)
+            elif op in (">", "<", "==") and isinstance(node.rhs, promql_parser.NumberLiteral):
+                found.add((op, node.rhs.val))
+            elif op in (">", "<", "==") and isinstance(node.lhs, promql_parser.NumberLiteral):
+                found.add(({">": "<", "<": ">"}.get(op, op), node.lhs.val))
+            elif op in (">", "<", "==") and isinstance(node.rhs, promql_parser.VectorSelector):
+                found.add((op, node.rhs.name))
+            else:
+                found.add(("?", str(node)))
+        out[alert] = found
+    return out
+
+
+def colour_at(steps: list[dict[str, Any]], value: float) -> str:
+    """Grafana's colour for a value: the last step whose value is at most it (the first step's null is -inf)."""
+    return [s["color"] for s in steps if s["value"] is None or s["value"] <= value][-1]
+
+
+def metric_names(expr: str) -> set[str]:
+    return {sel.name for sel in selectors(expr)}
+
+
+def draws(panel: dict[str, Any], op: str, t: float, rule_metrics: set[str]) -> bool:
+    """Whether the panel's colour steps draw ``value <op> t``. Grafana colours a step from its own value on, so
+    ``> t`` may start at t (a continuous value), at t + 1 (an integer count, unit none) or, for ``> 0``, at a
+    small rate; ``< t`` is red below a step at t; ``== t`` is red at t and not at t + 1 (a 0/1 up metric).
+    A stat counting things in the alert's state (the series where ``== t`` holds, or a metric the rule does
+    not use: slow statements, open breakers) is red from 1: one is too many."""
+    steps = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    red_from = next((s["value"] for s in steps if s["color"] == "red"), None)
+    count = panel["fieldConfig"]["defaults"]["unit"] == "none"
+    panel_metrics = {m for target in panel["targets"] for m in metric_names(target["expr"])}
+    if (panel["type"] == "stat" and count and red_from == 1
+            and (op == "==" or not panel_metrics & rule_metrics)):
+        return True
+    if op == ">":
+        return red_from is not None and (red_from == t or (count and red_from == t + 1)
+                                         or (t == 0 and 0 < red_from <= 0.01))
+    if op == "<":
+        return steps[0]["color"] == "red" and [s["value"] for s in steps if s["color"] != "red"][:1] == [t]
+    return op == "==" and colour_at(steps, t) == "red" and colour_at(steps, t + 1) != "red"
+
+
+def threshold_mismatches(dashboards: dict[str, dict[str, Any]], alerts_yml: Path) -> list[str]:
+    """Every panel that names an alert against the alert's rule in alerts_yml. A panel that draws no threshold
+    (its steps are one base colour) is not compared; one whose rule compares with a series must query it."""
+    exprs = rule_exprs(alerts_yml)
+    rules = rule_thresholds(exprs)
+    problems = []
+    for name, dash in dashboards.items():
+        for p in panels(dash):
+            for alert in linked_alerts(p):
+                where = f"{name} {p['title']!r} ({alert})"
+                if len(rules.get(alert, ())) != 1:
+                    problems.append(f"{where}: no single threshold in alerts.yml: {rules.get(alert)}")
+                    continue
+                [(op, t)] = rules[alert]
+                drawn = len(p["fieldConfig"]["defaults"]["thresholds"]["steps"]) > 1
+                if isinstance(t, str):
+                    queried = {m for target in p["targets"] for m in metric_names(target["expr"])}
+                    if t not in queried or drawn:
+                        problems.append(f"{where}: the rule compares with the series {t}: query it, draw no line")
+                elif drawn and not draws(p, op, t, metric_names(exprs[alert])):
+                    steps = p["fieldConfig"]["defaults"]["thresholds"]["steps"]
+                    problems.append(f"{where}: steps {steps} do not draw the rule's `{op} {t}`")
+    return problems
+
+
+def test_dashboard_thresholds_equal_alerts_yml() -> None:
+    assert not threshold_mismatches(DASHBOARDS, ALERTS_YML)
+
+
+# (what alerts.yml says, a changed threshold, the alert whose panels must then be reported)
+RULE_CHANGES = [
+    ("pg_connections_utilization_ratio > 0.8", "pg_connections_utilization_ratio > 0.85", "PostgresConnectionsHigh"),
+    (") < 0.95", ") < 0.9", "PostgresCacheHitRatioLow"),
+    ("pg_up == 0", "pg_up == 1", "PostgresDown"),
+    ("pg_indexes_invalid > 0", "pg_indexes_invalid > 2", "PostgresInvalidIndex"),
+    ("increase(redis_evicted_keys_total[5m]) > 0", "increase(redis_evicted_keys_total[5m]) > 5", "RedisEvictions"),
+    ("pg_replication_lag_seconds > 30", "pg_replication_lag_seconds > 60", "PostgresReplicationLagHigh"),
+    ("> on (target, instance) pg_stat_activity_idle_in_transaction_threshold_seconds",
+     "> on (target, instance) pg_settings_idle_in_transaction_session_timeout_seconds", "PostgresIdleInTransaction"),
+]
+
+
+def test_threshold_comparison_reports_a_changed_rule(tmp_path: Path) -> None:
+    """The comparison can fail: each change of RULE_CHANGES in a copy of alerts.yml is reported, nothing else."""
+    text = ALERTS_YML.read_text(encoding="utf-8")
+    for old, new, _alert in RULE_CHANGES:
+        assert text.count(old) == 1, f"alerts.yml changed: update RULE_CHANGES ({old!r})"
+        text = text.replace(old, new)
+    changed = tmp_path / "alerts.yml"
+    changed.write_text(text, encoding="utf-8")
+    problems = threshold_mismatches(DASHBOARDS, changed)
+    reported = {alert for _o, _n, alert in RULE_CHANGES if any(f"({alert})" in p for p in problems)}
+    assert reported == {alert for _o, _n, alert in RULE_CHANGES}, problems
+    assert all(any(f"({alert})" in p for _o, _n, alert in RULE_CHANGES) for p in problems), problems
+
+
+@pytest.mark.parametrize(("expr", "message"), [
+    ("rate(pgwatch_x_total[5m])", "no single threshold"),  # no comparison
+    ("a > b + 1", "no single threshold"),  # neither side a number or a plain series
+    ("a > 1 or b > 2", "no single threshold"),  # the branches disagree
+    ("a > 1 or rate(b[5m])", "no single threshold"),  # a branch without a threshold
+])
+def test_generator_names_the_alert_whose_threshold_it_cannot_find(monkeypatch: pytest.MonkeyPatch, expr: str,
+                                                                   message: str) -> None:
+    alert = "BrokenAlert"  # functools.cache keeps no exception, so the name can be reused
+    monkeypatch.setitem(GEN.RULES, alert, {"alert": alert, "expr": expr})
+    with pytest.raises(ValueError, match=f"{alert}: {message}"):
+        GEN.threshold(alert)
+    with pytest.raises(KeyError, match="NoSuchAlert"):
+        GEN.threshold("NoSuchAlert")
