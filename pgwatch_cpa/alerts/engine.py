@@ -47,7 +47,6 @@ class Alert:
     fired_at: float | None = None
     resolved_at: float | None = None
     keep_firing_since: float | None = None
-    last_sent_at: float | None = None  # for the notifier; persisted so a restart does not resend at once
 
     @cached_property
     def key(self) -> LabelKey:
@@ -88,6 +87,7 @@ class AlertEngine:
         self.external_labels = dict(external_labels or {})
         self.resolved_retention = resolved_retention
         self._groups = [(g, [_RuleState(r) for r in g.rules]) for g in rules.groups]
+        self.restored_notifier_state: dict[str, object] = {}  # the receivers' part of the last loaded state file
         self._last_eval: dict[str, float] = {}
         self._evaluations = 0
         self._last_duration = 0.0
@@ -166,9 +166,9 @@ class AlertEngine:
             if a.state == INACTIVE:
                 continue
             item = {"labels": a.labels, "annotations": a.annotations, "state": a.state,
-                    "activeAt": rfc3339(a.active_at), "value": go_float_e(a.value)}
+                    "activeAt": rfc3339_nano(a.active_at), "value": go_float_e(a.value)}
             if a.keep_firing_since is not None:
-                item["keepFiringSince"] = rfc3339(a.keep_firing_since)
+                item["keepFiringSince"] = rfc3339_nano(a.keep_firing_since)
             alerts.append(item)
         return {"status": "success", "data": {"alerts": alerts}}
 
@@ -183,21 +183,18 @@ class AlertEngine:
                     errors[s.rule.name] = s.health.last_error
         return EngineStats(counts, self._last_duration, self._evaluations, dict(self._group_failures), errors)
 
-    def mark_sent(self, alert: Alert, at: float) -> None:
-        """Record a notification time on the live alert matching ``alert`` (rule + labels)."""
-        for _, states in self._groups:
-            for s in states:
-                live = s.active.get(alert.key)
-                if live is not None and s.rule.name == alert.rule:
-                    live.last_sent_at = at
-
     # -- persistence ---------------------------------------------------------------------------------------
 
-    def save(self, path: str | Path, now: float | None = None) -> None:
-        """Write every alert's state as JSON, atomically (temporary file + rename)."""
+    def save(self, path: str | Path, now: float | None = None,
+             notifier_state: Mapping[str, object] | None = None) -> None:
+        """Write every alert's state as JSON, atomically (temporary file + rename).
+
+        ``notifier_state`` (what the receivers last delivered) is saved in the same file, so that one atomic
+        write restores both: a restart neither loses a firing alert nor notifies it again before its time.
+        """
         path = Path(path)
         doc = {"version": STATE_VERSION, "saved_at": time.time() if now is None else now,
-               "alerts": [_as_dict(a) for a in self.alerts()]}
+               "alerts": [_as_dict(a) for a in self.alerts()], "notifier": dict(notifier_state or {})}
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
             with open(tmp, "w", encoding="utf-8") as fh:
@@ -221,9 +218,10 @@ class AlertEngine:
             return 0
         try:
             doc = json.loads(path.read_text(encoding="utf-8"))
-            saved = [Alert(**a) for a in doc["alerts"]]
+            saved = [Alert(**{k: v for k, v in a.items() if k in _ALERT_FIELDS}) for a in doc["alerts"]]
             saved_at = float(doc["saved_at"])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+            self.restored_notifier_state = dict(doc.get("notifier") or {})
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise AlertStateError(f"cannot read alert state {path}: {exc}") from exc
         now = time.time() if now is None else now
         restored = 0
@@ -242,6 +240,9 @@ class AlertEngine:
                       and all(alert.labels.get(k) == v for k, v in s.rule.static_labels.items())]
         candidates.sort(key=lambda s: s.rule.group != alert.group)
         return candidates[0] if candidates else None
+
+
+_ALERT_FIELDS = {f.name for f in fields(Alert)}  # a field an older version saved and this one lacks is dropped
 
 
 def _as_dict(alert: Alert) -> dict:
@@ -284,7 +285,7 @@ def _ms(seconds: float) -> int:
     return round(seconds * 1000)
 
 
-def rfc3339(ts: float) -> str:
+def rfc3339_nano(ts: float) -> str:
     """Go's time.RFC3339Nano in UTC (trailing zeros of the fraction dropped)."""
     dt = datetime.fromtimestamp(ts, UTC)
     frac = f"{dt.microsecond:06d}".rstrip("0")

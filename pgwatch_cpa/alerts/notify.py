@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import aiohttp
 import orjson
@@ -48,7 +49,7 @@ def fingerprint(labels: Mapping[str, str]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-def rfc3339(ts: float) -> str:
+def rfc3339_millis(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
@@ -137,7 +138,24 @@ class WebhookReceiver:
         self.external_url = external_url
         self.metrics = metrics
         self.groups: dict[str, _Group] = {}
+        self._delivered: dict[str, tuple[float, dict[str, bool]]] = {}  # restored, until the group reappears
         self._wake = asyncio.Event()
+
+    def delivery_state(self) -> dict[str, object]:
+        """Per group: when it was last delivered and which alerts (fingerprint -> resolved) it carried."""
+        return {key: {"last_flush": g.last_flush, "acked": g.acked}
+                for key, g in self.groups.items() if g.last_flush is not None}
+
+    def restore_delivery_state(self, saved: object) -> None:
+        """Take a saved delivery_state(): a group still firing after a restart waits for its repeat_interval."""
+        entries: Mapping[str, Any] = saved if isinstance(saved, Mapping) else {}
+        for key, entry in entries.items():
+            try:
+                last_flush = float(entry["last_flush"])
+                acked = {str(fp): bool(r) for fp, r in entry["acked"].items()}
+            except (TypeError, KeyError, ValueError, AttributeError):
+                continue  # a damaged entry costs one early notification, nothing else
+            self._delivered[key] = (last_flush, acked)
 
     def group_key(self, alert: OutgoingAlert) -> tuple[str, dict[str, str]]:
         labels = {k: alert.labels[k] for k in self.policy.group_by if k in alert.labels}
@@ -148,7 +166,7 @@ class WebhookReceiver:
         seen: dict[str, set[str]] = {}
         for alert in alerts:
             key, labels = self.group_key(alert)
-            group = self.groups.setdefault(key, _Group(labels, created=now))
+            group = self.groups.get(key) or self._new_group(key, labels, now)
             group.alerts[alert.fingerprint] = alert
             seen.setdefault(key, set()).add(alert.fingerprint)
         for key, group in list(self.groups.items()):
@@ -158,6 +176,12 @@ class WebhookReceiver:
                 del self.groups[key]
         self.metrics.pending.labels(self.name).set(sum(1 for k in self.groups if self._due_at(k) is not None))
         self._wake.set()
+
+    def _new_group(self, key: str, labels: dict[str, str], now: float) -> _Group:
+        group = self.groups[key] = _Group(labels, created=now)
+        if key in self._delivered:
+            group.last_flush, group.acked = self._delivered.pop(key)
+        return group
 
     def _due_at(self, key: str) -> float | None:
         group, p = self.groups[key], self.policy
@@ -213,8 +237,8 @@ def _alert_json(alert: OutgoingAlert) -> dict[str, object]:
     return {
         "status": "resolved" if alert.resolved else "firing",
         "labels": dict(alert.labels), "annotations": dict(alert.annotations),
-        "startsAt": rfc3339(alert.starts_at),
-        "endsAt": rfc3339(alert.ends_at) if alert.ends_at else "0001-01-01T00:00:00Z",
+        "startsAt": rfc3339_millis(alert.starts_at),
+        "endsAt": rfc3339_millis(alert.ends_at) if alert.ends_at else "0001-01-01T00:00:00Z",
         "generatorURL": alert.generator_url, "fingerprint": alert.fingerprint,
     }
 
@@ -263,8 +287,8 @@ class AlertmanagerReceiver:
         now = time.time()
         alerts = list(self.alerts)
         body = orjson.dumps([{
-            "labels": dict(a.labels), "annotations": dict(a.annotations), "startsAt": rfc3339(a.starts_at),
-            "endsAt": rfc3339(a.ends_at if a.ends_at else now + self.valid_for), "generatorURL": a.generator_url,
+            "labels": dict(a.labels), "annotations": dict(a.annotations), "startsAt": rfc3339_millis(a.starts_at),
+            "endsAt": rfc3339_millis(a.ends_at if a.ends_at else now + self.valid_for), "generatorURL": a.generator_url,
         } for a in alerts])
         api = Endpoint(**{**endpoint.__dict__, "url": endpoint.url.rstrip("/") + "/api/v2/alerts"})
         try:

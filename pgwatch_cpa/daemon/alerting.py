@@ -23,7 +23,7 @@ from pgwatch_cpa.alerts.notify import (
     WebhookReceiver,
     apply_inhibition,
 )
-from pgwatch_cpa.alerts.rules import RuleSet, load_rules
+from pgwatch_cpa.alerts.rules import RuleGroup, RuleSet, load_rules
 from pgwatch_cpa.config.alerting import AlertingSettings, AlertmanagerReceiverSettings, WebhookReceiverSettings
 from pgwatch_cpa.daemon.snapshot import SnapshotStore
 
@@ -34,7 +34,7 @@ MIN_SPACING = 1.0  # evaluations triggered by new snapshots are at least this fa
 
 def load_rule_files(paths: Sequence[Path], default_interval: float) -> RuleSet:
     """One RuleSet from several files; a RuleError lists every problem of the first bad file."""
-    groups = []
+    groups: list[RuleGroup] = []
     for path in paths:
         groups.extend(load_rules(path, default_interval=default_interval).groups)
     return RuleSet(source=", ".join(str(p) for p in paths), groups=tuple(groups))
@@ -47,12 +47,13 @@ class AlertingService:
         self.store = store
         self.interval = settings.evaluation_interval or interval
         self.rules = load_rule_files(settings.rules, self.interval)
-        self.engine = AlertEngine(self.rules, History.for_rules(self.rules))
+        self.history = History.for_rules(self.rules)
+        self.engine = AlertEngine(self.rules, self.history)
         self._for = {rule.name: rule.for_ for rule in self.rules.rules()}
-        self._restore_state()
         notify_metrics = NotifyMetrics(registry)
         self.receivers = [_build_receiver(r, settings.external_url, notify_metrics, self.interval)
                           for r in settings.receivers]
+        self._restore_state()
         self._alerts = Gauge("pgwatch_alerts", "Alerts of the in-process rule engine, by state.",
                              ["alertname", "state"], registry=registry)
         self._eval_seconds = Histogram("pgwatch_alert_evaluation_duration_seconds",
@@ -69,6 +70,9 @@ class AlertingService:
             return
         try:
             restored = self.engine.load(path)
+            for receiver in self.receivers:
+                if isinstance(receiver, WebhookReceiver):
+                    receiver.restore_delivery_state(self.engine.restored_notifier_state.get(receiver.name))
             log.info("restored %d alert(s) from %s", restored, path)
         except AlertStateError as exc:
             log.warning("ignoring unreadable alert state %s: %s", path, exc)
@@ -105,7 +109,7 @@ class AlertingService:
         return max(0.0, min([self.interval, *(d - now for d in deadlines)]))
 
     def evaluate(self, now: float) -> list[Alert]:
-        self.engine.evaluator.history.ingest(self.store.samples(), now)  # type: ignore[attr-defined]
+        self.history.ingest(self.store.samples(), now)
         alerts = self.engine.evaluate(now, all_groups=True)
         stats = self.engine.stats()
         self._eval_seconds.observe(stats.last_duration)
@@ -115,10 +119,14 @@ class AlertingService:
             receiver.update(outgoing, now)
         if self.settings.state_file is not None:
             try:
-                self.engine.save(self.settings.state_file, now)
+                self.engine.save(self.settings.state_file, now, self._delivery_state())
             except (OSError, AlertStateError) as exc:
                 log.warning("cannot save alert state to %s: %s", self.settings.state_file, exc)
         return alerts
+
+    def _delivery_state(self) -> dict[str, object]:
+        # Alertmanager replicas deduplicate a re-sent alert themselves; only webhook groups need remembering.
+        return {r.name: r.delivery_state() for r in self.receivers if isinstance(r, WebhookReceiver)}
 
     def _outgoing(self, alerts: Sequence[Alert]) -> list[OutgoingAlert]:
         base = self.settings.external_url.rstrip("/")

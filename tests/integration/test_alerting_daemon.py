@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
+from collections.abc import Callable
 from datetime import datetime
 
 import pytest
 import yaml
 
 from pgwatch_cpa.cli import main
+from pgwatch_cpa.demo.sink import WebhookSink
 
 pytestmark = pytest.mark.integration
 
@@ -51,6 +54,58 @@ def test_restart_mid_for_resumes_the_timer(pg_server, daemon_factory, tmp_path):
     # It fired on the original schedule, not FOR_SECONDS after the restart.
     assert fired_seen - started < FOR_SECONDS + 6
     assert active_at(firing[0]) == pytest.approx(started, abs=0.01)
+
+
+async def until(predicate: Callable[[], object], timeout: float, what: str) -> None:
+    """Poll without blocking the loop (the sink answers the daemon from this loop)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if predicate():
+                return
+        except OSError:  # the daemon is not listening yet
+            pass
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.2)
+
+
+def delivered_groups(state_file) -> dict:
+    try:
+        return json.loads(state_file.read_text()).get("notifier", {}).get("oncall", {})
+    except (OSError, ValueError):
+        return {}
+
+
+async def test_restart_while_firing_does_not_notify_again_before_repeat_interval(pg_server, daemon_factory,
+                                                                                   tmp_path):
+    sink = await WebhookSink(printer=lambda _line: None).start()
+    rules = write_rules(tmp_path, [{"alert": "Up", "expr": "pg_up == 1"}])
+    receiver = {"type": "webhook", "name": "oncall", "url": sink.url, "group_wait": "1s", "group_interval": "2s",
+                "repeat_interval": "1h"}
+
+    def config(state_file) -> dict:
+        return {"interval": "1s", "postgres": [{"name": "main", "dsn": pg_server.dsn()}],
+                "alerting": {"rules": [str(rules)], "state_file": str(state_file), "receivers": [receiver]}}
+
+    state = tmp_path / "state.json"
+    try:
+        first = daemon_factory(config(state))
+        await until(lambda: sink.notifications == 1, 30, "the first notification")
+        await until(lambda: delivered_groups(state), 10, "the delivery saved with the alert state")
+        assert first.stop() == 0
+
+        second = daemon_factory(config(state))
+        await until(lambda: [a for a in current_alerts(second) if a["state"] == "firing"], 30, "firing again")
+        await asyncio.sleep(6)  # group_wait + group_interval, twice over
+        assert sink.notifications == 1, "a restart re-sent a group that was delivered before it"
+        assert second.stop() == 0
+
+        # Control: the same restart without the saved state does notify (so the check above can fail).
+        third = daemon_factory(config(tmp_path / "fresh-state.json"))
+        await until(lambda: sink.notifications == 2, 30, "a notification from a daemon without saved state")
+        assert third.stop() == 0
+    finally:
+        await sink.close()
 
 
 def test_malformed_rule_file_is_refused_with_file_rule_and_reason(tmp_path, capsys, daemon_factory):
