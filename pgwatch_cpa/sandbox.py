@@ -398,10 +398,6 @@ class PostgresSandbox(_Server):
         """Stop the server (fast shutdown) but keep its data, so start_again() can bring it back."""
         self._stop_process()
 
-    def restart(self) -> None:
-        self.stop()
-        self._launch()
-
     def start_again(self) -> None:
         self._launch()
 
