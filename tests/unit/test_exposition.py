@@ -1,0 +1,104 @@
+"""/metrics rendering in-process: content negotiation, render-once caching, live self-metrics, parseability."""
+
+from __future__ import annotations
+
+import asyncio
+
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
+from prometheus_client.parser import text_string_to_metric_families as parse_text
+
+from pgwatch_cpa.collectors.metric_set import MetricSet
+from pgwatch_cpa.daemon.exposition import Exposition
+from pgwatch_cpa.daemon.snapshot import SnapshotStore
+
+TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+OPENMETRICS_ACCEPT = "application/openmetrics-text; version=1.0.0"
+
+
+def fill(store: SnapshotStore, connections: float = 7.0) -> None:
+    out = MetricSet({"target": "db1"})
+    out.gauge("pg_connections", "Connections by state.", connections, {"state": "active"})
+    out.counter("pg_xact_commit_total", "Committed transactions.", 123)
+    out.histogram("pg_query_seconds", "Query latency.", [0.1, 1.0], [3, 5, 6], 2.5)
+    store.put("db1", "activity", out.families())
+
+
+def samples(body: str, parse=parse_text) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value for f in parse(body) for s in f.samples}
+
+
+def one(parsed: dict, name: str, **labels: str) -> float:
+    found = [v for (n, lab), v in parsed.items() if n == name and all(dict(lab).get(k) == x for k, x in labels.items())]
+    assert len(found) == 1, f"{name}{labels}: {found}"
+    return found[0]
+
+
+async def test_text_format_without_accept_or_for_text_plain():
+    store = SnapshotStore()
+    fill(store)
+    exposition = Exposition(store)
+    for accept in (None, "", "text/plain", "text/plain;version=0.0.4", "*/*"):
+        body, content_type = await exposition.render(accept)
+        assert content_type == TEXT_CONTENT_TYPE, accept
+        text = body.decode()
+        assert "# EOF" not in text
+        parsed = samples(text)
+        assert one(parsed, "pg_connections", target="db1", state="active") == 7.0
+        assert one(parsed, "pg_xact_commit_total", target="db1") == 123.0
+        assert one(parsed, "pg_query_seconds_bucket", target="db1", le="1.0") == 5.0
+        assert one(parsed, "pgwatch_build_info") == 1.0
+        assert one(parsed, "pgwatch_scrapes_total") >= 1.0
+
+
+async def test_openmetrics_when_asked_with_a_single_eof_at_the_very_end():
+    store = SnapshotStore()
+    fill(store)
+    exposition = Exposition(store)
+    body, content_type = await exposition.render(OPENMETRICS_ACCEPT)
+    assert content_type.startswith("application/openmetrics-text")
+    assert "version=1.0.0" in content_type
+    text = body.decode()
+    assert text.endswith("# EOF\n")
+    assert text.count("# EOF") == 1
+    # The OpenMetrics parser is strict: it rejects an EOF in the middle, a missing EOF and repeated families.
+    parsed = samples(text, parse_openmetrics)
+    assert one(parsed, "pg_connections", target="db1", state="active") == 7.0
+    assert one(parsed, "pg_xact_commit_total", target="db1") == 123.0
+    assert one(parsed, "pg_query_seconds_count", target="db1") == 6.0
+    assert one(parsed, "pgwatch_scrapes_total") == 1.0
+
+    # A second scrape in each format (served from the cache) is still well-formed.
+    again, _ = await exposition.render(OPENMETRICS_ACCEPT)
+    assert again.decode().count("# EOF") == 1 and again.endswith(b"# EOF\n")
+    plain, _ = await exposition.render(None)
+    assert b"# EOF" not in plain
+
+
+async def test_snapshot_rendered_once_per_store_change_while_self_metrics_stay_live():
+    store = SnapshotStore()
+    fill(store, connections=7.0)
+    exposition = Exposition(store)
+
+    first = samples((await exposition.render(None))[0].decode())
+    second = samples((await exposition.render(None))[0].decode())
+    assert one(first, "pgwatch_render_duration_seconds_count") == 1.0
+    assert one(second, "pgwatch_render_duration_seconds_count") == 1.0, "no store change: no second render"
+    assert one(first, "pgwatch_scrapes_total") == 1.0
+    assert one(second, "pgwatch_scrapes_total") == 2.0, "the self-metrics are live on every scrape"
+
+    fill(store, connections=9.0)
+    third = samples((await exposition.render(None))[0].decode())
+    assert one(third, "pgwatch_render_duration_seconds_count") == 2.0, "a store change renders again"
+    assert one(third, "pg_connections", state="active") == 9.0
+    assert one(third, "pgwatch_scrapes_total") == 3.0
+
+
+async def test_concurrent_scrapes_share_one_render():
+    store = SnapshotStore()
+    fill(store)
+    exposition = Exposition(store)
+    bodies = await asyncio.gather(*(exposition.render(None) for _ in range(5)))
+    parsed = [samples(body.decode()) for body, _ in bodies]
+    assert [one(p, "pgwatch_render_duration_seconds_count") for p in parsed] == [1.0] * 5
+    assert {one(p, "pg_connections", state="active") for p in parsed} == {7.0}
+    assert max(one(p, "pgwatch_scrapes_total") for p in parsed) == 5.0
