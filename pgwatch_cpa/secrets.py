@@ -44,14 +44,15 @@ class RedactingFilter(logging.Filter):
             self._secrets.add(secret)
 
     def secrets(self) -> tuple[str, ...]:
-        return tuple(self._secrets)
+        """Longest first, so a secret that contains another is masked whole, not around the shorter one."""
+        return tuple(sorted(self._secrets, key=len, reverse=True))
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not self._secrets:
             return True
         message = record.getMessage()
         redacted = message
-        for secret in self._secrets:
+        for secret in self.secrets():
             redacted = redacted.replace(secret, MASK)
         if redacted != message:
             record.msg, record.args = redacted, None

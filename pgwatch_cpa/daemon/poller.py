@@ -120,7 +120,7 @@ class TargetPoller(ABC):
     def disable(self, collector: Collector, reason: BaseException) -> None:
         """Stop running a collector that can never work on this target, after one WARNING."""
         self._disabled[collector.name] = str(reason)
-        log.warning("target %s: collector %s disabled: %s", self.name, collector.name, reason)
+        log.warning("target %s: collector %s disabled: %s", self.name, collector.name, describe(reason))
         self.store.put(self.name, collector.name, ())
 
     def finish(self, collector: Collector, started: float, duration: float, failure: BaseException | None,
