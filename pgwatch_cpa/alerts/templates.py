@@ -233,15 +233,16 @@ FUNCTIONS: dict[str, Callable[..., str]] = {
 @dataclass(frozen=True)
 class _Operand:
     kind: str  # "label" | "value" | "external" | "literal"
-    arg: object = None
+    key: str = ""  # the label name of "label" and "external"
+    literal: object = None
 
     def resolve(self, labels: Mapping[str, str], value: float, external: Mapping[str, str]) -> object:
         if self.kind == "literal":
-            return self.arg
+            return self.literal
         if self.kind == "value":
             return value
         source = labels if self.kind == "label" else external
-        return source.get(self.arg)  # type: ignore[arg-type]  # None prints "<no value>", as Go's missing key
+        return source.get(self.key)  # None prints "<no value>", as Go's missing key
 
 
 @dataclass(frozen=True)
@@ -321,7 +322,8 @@ def _parse_pipeline(body: str) -> list[_Command]:
     if not body:
         raise TemplateError("empty action {{ }}")
     tokens = [t for t in _TOKEN.findall(body) if t]
-    commands, current = [], []
+    commands: list[_Command] = []
+    current: list[str] = []
     for tok in [*tokens, "|"]:
         if tok != "|":
             current.append(tok)
@@ -349,19 +351,15 @@ def _parse_operand(tok: str, body: str) -> _Operand:
         return _Operand("value")
     m = _FIELD.match(tok)
     if m:
-        return _Operand("label" if m.group(1) in ("$labels", ".Labels") else "external", m.group(2))
+        return _Operand("label" if m.group(1) in ("$labels", ".Labels") else "external", key=m.group(2))
     if tok.startswith('"') and tok.endswith('"') and len(tok) >= 2:
-        return _Operand("literal", _unquote(tok[1:-1]))
+        return _Operand("literal", literal=_unquote(tok[1:-1]))
     if tok.startswith("`") and tok.endswith("`") and len(tok) >= 2:
-        return _Operand("literal", tok[1:-1])
+        return _Operand("literal", literal=tok[1:-1])
     if _NUMBER.match(tok):
-        return _Operand("literal", int(tok) if re.fullmatch(r"[-+]?\d+", tok) else float(tok))
+        return _Operand("literal", literal=int(tok) if re.fullmatch(r"[-+]?\d+", tok) else float(tok))
     raise TemplateError(f"unsupported operand {tok!r} in {{{{ {body} }}}}")
 
 
 def _unquote(s: str) -> str:
     return re.sub(r"\\(.)", lambda m: {"n": "\n", "t": "\t"}.get(m.group(1), m.group(1)), s)
-
-
-def parse_template(text: str) -> Template:
-    return Template(text)

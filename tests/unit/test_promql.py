@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import math
 
+import promql_parser as pp
 import pytest
 
 from pgwatch_cpa.alerts.history import History
 from pgwatch_cpa.alerts.promql import EvalError, Evaluator, PromQLError, compile_expr, format_labels
+from pgwatch_cpa.alerts.promql.functions import FUNCTIONS
+from pgwatch_cpa.alerts.promql.syntax import MatchOp, Selector, parse
 
 
 def hist(series: dict[str, list[float | None]], step: float = 15.0) -> History:
@@ -172,3 +175,70 @@ def test_expr_windows_and_names() -> None:
     assert expr.metric_names() == {"a", "b"}
     assert expr.windows() == {"a": 3600.0, "b": 0.0}
     assert compile_expr('{__name__=~"a.*"}').metric_names() is None
+
+
+# One call per entry of the function table, so a function added without a test fails test_every_function_is_tested.
+CALLS = {
+    "rate": "rate(req_total[1m])", "increase": "increase(req_total[1m])", "delta": "delta(temp[1m])",
+    "irate": "irate(req_total[1m])", "idelta": "idelta(temp[1m])", "deriv": "deriv(temp[1m])",
+    "predict_linear": "predict_linear(temp[1m], 60)", "changes": "changes(temp[1m])", "resets": "resets(req_total[1m])",
+    "avg_over_time": "avg_over_time(temp[1m])", "sum_over_time": "sum_over_time(temp[1m])",
+    "min_over_time": "min_over_time(temp[1m])", "max_over_time": "max_over_time(temp[1m])",
+    "count_over_time": "count_over_time(temp[1m])", "last_over_time": "last_over_time(temp[1m])",
+    "present_over_time": "present_over_time(temp[1m])", "abs": "abs(temp)", "ceil": "ceil(temp)",
+    "floor": "floor(temp)", "sqrt": "sqrt(temp)", "ln": "ln(temp)", "log2": "log2(temp)", "log10": "log10(temp)",
+    "clamp": "clamp(temp, 2, 3)", "clamp_min": "clamp_min(temp, 3)", "clamp_max": "clamp_max(temp, 3)",
+    "time": "time()", "vector": "vector(1)", "scalar": "scalar(temp)", "absent": "absent(temp)",
+    "absent_over_time": "absent_over_time(temp[1m])",
+}
+
+
+def test_every_function_is_tested() -> None:
+    assert set(FUNCTIONS) == set(CALLS)
+
+
+@pytest.mark.parametrize("name", sorted(CALLS))
+def test_function_table_entry_evaluates(h: History, name: str) -> None:
+    value = Evaluator(h).eval(CALLS[name], 120)
+    assert isinstance(value, float) == (name in ("time", "scalar"))
+
+
+def test_more_functions(h: History) -> None:
+    assert ev(h, 'changes(temp{instance="a"}[2m])', 120) == {'{instance="a", job="api"}': 8}
+    assert ev(h, 'resets(req_total{code="500"}[2m])', 120) == {'{code="500", job="api"}': 1}
+    assert ev(h, 'idelta(temp{instance="b"}[1m])', 120) == {'{instance="b", job="db"}': -1}
+    assert ev(h, "present_over_time(limit[1m])", 120) == {'{instance="a"}': 1, '{instance="b"}': 1}
+    assert ev(h, "sqrt(limit)", 0)['{instance="a"}'] == 2
+    assert ev(h, "log2(limit)", 0)['{instance="a"}'] == 2
+    assert ev(h, 'ceil(temp{instance="a"} / 4)', 0) == {'{instance="a", job="api"}': 1}
+    assert ev(h, 'floor(temp{instance="a"} / 4)', 0) == {'{instance="a", job="api"}': 0}
+    assert ev(h, 'absent_over_time(nothing{job="x"}[1m])', 0) == {'{job="x"}': 1}
+
+
+def test_go_float_semantics(h: History) -> None:
+    assert math.isnan(ev(h, "temp % 0", 0)['{instance="a", job="api"}'])
+    assert math.isnan(ev(h, "(-1) ^ 0.5", 0))
+    assert ev(h, "-1 ^ 0.5", 0) == -1  # ^ binds tighter than unary minus
+    assert ev(h, "-temp / 0", 0)['{instance="a", job="api"}'] == -math.inf
+    clamped = ev(h, "clamp_max(temp, 0 / 0)", 0)  # Go's math.Min: NaN wins
+    assert len(clamped) == 2 and all(math.isnan(v) for v in clamped.values())
+
+
+def test_scalar_negation() -> None:
+    h = hist({"x{i=a}": [1]})
+    assert ev(h, "-time()", 30) == -30
+    assert ev(h, "-(1 + 2)", 0) == -3
+
+
+def test_bare_range_selector_is_not_an_instant_result(h: History) -> None:
+    with pytest.raises(EvalError, match="not a vector or scalar"):
+        Evaluator(h).eval("temp[1m]", 120)
+
+
+def test_syntax_matchers_are_typed_and_numbered_as_the_parser() -> None:
+    sel = parse('x{a="1", b!="2", c=~"3", d!~"4"} offset 1m')
+    assert isinstance(sel, Selector)
+    assert sel.offset_ms == 60_000
+    assert [m.op for m in sel.matchers] == [MatchOp.EQUAL, MatchOp.NOT_EQUAL, MatchOp.RE, MatchOp.NOT_RE]
+    theirs = [pp.MatchOp.Equal, pp.MatchOp.NotEqual, pp.MatchOp.Re, pp.MatchOp.NotRe]
+    assert all(m.op == op for m, op in zip(sel.matchers, theirs, strict=True))
