@@ -242,3 +242,13 @@ def test_syntax_matchers_are_typed_and_numbered_as_the_parser() -> None:
     assert [m.op for m in sel.matchers] == [MatchOp.EQUAL, MatchOp.NOT_EQUAL, MatchOp.RE, MatchOp.NOT_RE]
     theirs = [pp.MatchOp.Equal, pp.MatchOp.NotEqual, pp.MatchOp.Re, pp.MatchOp.NotRe]
     assert all(m.op == op for m, op in zip(sel.matchers, theirs, strict=True))
+
+
+def test_selector_cache_never_serves_another_selector() -> None:
+    # An expression compiled, evaluated and dropped frees its nodes, and CPython soon reuses their addresses (ids)
+    # for the next expression's nodes: a cache keyed by id() then returned the dropped selector's series.
+    h = hist({"x{a=1}": [1], "x{a=2}": [2], "x{a=3}": [3]})
+    evaluator = Evaluator(h)
+    for _ in range(50):
+        for a in "123":
+            assert [s.labels["a"] for s in evaluator.vector(f'x{{a="{a}"}}', 0)] == [a]

@@ -6,8 +6,9 @@ Every construct outside the supported subset is reported at compile time, all of
 from __future__ import annotations
 
 import re
+from weakref import WeakKeyDictionary
 
-from pgwatch_cpa.alerts.history import History, Series
+from pgwatch_cpa.alerts.history import History
 from pgwatch_cpa.alerts.promql import syntax
 from pgwatch_cpa.alerts.promql.binary import OPERATORS, make_binary
 from pgwatch_cpa.alerts.promql.functions import FUNCTIONS
@@ -22,6 +23,7 @@ from pgwatch_cpa.alerts.promql.nodes import (
     Num,
     Predicate,
     ScalarNode,
+    SelectorCache,
     VectorNode,
     VectorSel,
     instant,
@@ -181,7 +183,7 @@ class Evaluator:
     def __init__(self, history: History, lookback: float = DEFAULT_LOOKBACK) -> None:
         self.history = history
         self.lookback_ms = round(lookback * 1000)
-        self._cache: dict[int, tuple[int, list[Series]]] = {}
+        self._cache: SelectorCache = WeakKeyDictionary()
 
     def eval(self, expr: Expr | str, t: float) -> Value:
         """Value of ``expr`` at ``t`` (seconds): a list of Samples, or a float for scalar expressions."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, MutableMapping, Sequence
 from typing import TypeVar
 
 from pgwatch_cpa.alerts.history import History, Series, is_stale
@@ -17,6 +17,9 @@ from pgwatch_cpa.alerts.promql.values import NAME, PromQLError, Sample, Vector, 
 
 Matrix = list[tuple[dict[str, str], Sequence[int], Sequence[float]]]
 Predicate = Callable[[str], bool]
+# Series each selector matched, with the version of the series set they were matched in. Keyed by the selector
+# itself, weakly: an id() outlives its object, and the next expression's selector may be given it.
+SelectorCache = MutableMapping["VectorSel", tuple[int, list[Series]]]
 
 
 class Context:
@@ -24,8 +27,7 @@ class Context:
 
     __slots__ = ("cache", "history", "lookback_ms", "t_ms")
 
-    def __init__(self, history: History, t_ms: int, lookback_ms: int,
-                 cache: dict[int, tuple[int, list[Series]]]) -> None:
+    def __init__(self, history: History, t_ms: int, lookback_ms: int, cache: SelectorCache) -> None:
         self.history = history
         self.t_ms = t_ms
         self.lookback_ms = lookback_ms
@@ -116,12 +118,12 @@ class VectorSel(VectorNode):
         else:
             version, series = hist.version, sorted(
                 (s for n in hist.names() for s in hist.family(n)[1]), key=lambda s: s.seq)
-        cached = ctx.cache.get(id(self))
+        cached = ctx.cache.get(self)
         if cached is not None and cached[0] == version:
             return cached[1]
         matchers = self.matchers
         hit = [s for s in series if all(f(s.labels.get(n, "")) for n, f in matchers)]
-        ctx.cache[id(self)] = (version, hit)
+        ctx.cache[self] = (version, hit)
         return hit
 
     def eval(self, ctx: Context) -> Vector:
