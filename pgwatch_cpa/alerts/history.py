@@ -14,6 +14,10 @@ import struct
 from array import array
 from bisect import bisect_left
 from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # rules imports the evaluator, which imports this module
+    from pgwatch_cpa.alerts.rules import RuleSet
 
 # A quiet NaN with a payload of our own marks a series as stale (Prometheus uses a signalling NaN; a quiet one
 # survives every float conversion). Only values that are NaN are compared bit-wise, so the check is cheap.
@@ -104,11 +108,11 @@ class History:
         self._seq = 0
 
     @classmethod
-    def for_rules(cls, rules: object, lookback: float = 300.0) -> History:
-        """A history keeping exactly what ``rules`` (a RuleSet) read; see RuleSet.windows()."""
-        windows = rules.windows()  # type: ignore[attr-defined]
+    def for_rules(cls, rules: RuleSet, lookback: float = 300.0) -> History:
+        """A history keeping exactly what ``rules`` read; see RuleSet.windows()."""
+        windows = rules.windows()
         if windows is None:
-            return cls(None, default_window=rules.max_window() + lookback)  # type: ignore[attr-defined]
+            return cls(None, default_window=rules.max_window() + lookback)
         return cls({n: w + lookback for n, w in windows.items()})
 
     # -- writing -------------------------------------------------------------------------------------------

@@ -264,8 +264,9 @@ async def _serve(opts: DemoOptions, settings: Any, ctx: DemoContext, stop: async
         done, _ = await asyncio.wait({stopped, daemon, workload}, return_when=asyncio.FIRST_COMPLETED)
         stopped.cancel()
         for task in (daemon, workload):
-            if task in done and task.exception() is not None:
-                raise task.exception()  # type: ignore[misc]
+            failure = task.exception() if task in done else None
+            if failure is not None:
+                raise failure
     finally:
         ctx.say("stopping ...")
         scenarios.cancel()
