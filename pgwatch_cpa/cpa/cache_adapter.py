@@ -11,11 +11,13 @@ invalidate it. :func:`cache_key` is that translation, one entry per cached query
 ==================  ===================  ==========================================================================
 key_parts[0]        family               invalidated by (invalidation.EVENTS)
 ==================  ===================  ==========================================================================
-client_list         client_list          client.*, invoice.*
-dashboard           dashboard_metrics    client.*, document.upload/delete, task.*, invoice.*
+client_list         client_list          client.*, invoice.*, quickbooks.sync
+dashboard           dashboard_metrics    client.*, document.upload/delete, task.*, invoice.*, quickbooks.sync
 client_dashboard    dashboard_metrics    same: its document, engagement and invoice counts change with all of them
-ar_aging            invoice_list         invoice.*, client.update/delete
+ar_aging            invoice_list         invoice.*, client.update/delete, quickbooks.sync
 ==================  ===================  ==========================================================================
+
+``organization.update`` invalidates all of them (it bumps the org generation).
 
 An unknown first part is a programming error (a new cached query without a family) and raises ``ValueError``.
 """

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Any
 
 from aiodataloader import DataLoader
 
@@ -74,7 +73,3 @@ def _group(rows: list[Row], keys: list[str]) -> list[list[Row]]:
         grouped[row["client_id"]].append(row)
     return [grouped.get(k, []) for k in keys]
 
-
-def create_loaders(db: Db, org_id: str, **kwargs: Any) -> CpaLoaders:
-    """Factory in the guide's style (``createDataLoaderService``); create one per request."""
-    return CpaLoaders(db, org_id, **kwargs)

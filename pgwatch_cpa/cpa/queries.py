@@ -34,7 +34,8 @@ T = TypeVar("T")
 Db = AsyncConnection[Any] | AsyncConnectionPool
 Row = dict[str, Any]
 
-OPEN_TASK_STATUSES = ("completed", "cancelled")  # NOT IN these = open; must match idx_tasks_* predicates
+# Open tasks are ``status NOT IN ('completed', 'cancelled')``, written out in each query below: the literal list
+# must match the idx_tasks_* partial-index predicates for the planner to use them.
 MAX_OFFSET = 1_000  # offset pagination is for the first pages; deeper, use the keyset functions
 
 
@@ -72,9 +73,9 @@ async def _scoped(conn: AsyncConnection[Any], org_id: str) -> AsyncIterator[Asyn
         yield cur
 
 
-async def _fetchall(db: Db, org_id: str, query: sql.Composable | str, params: Any) -> list[Row]:
+async def _fetchall(db: Db, org_id: str, query: str | sql.SQL | sql.Composed, params: Any) -> list[Row]:
     async with tenant_cursor(db, org_id) as cur:
-        await cur.execute(query, params)  # type: ignore[arg-type]
+        await cur.execute(query, params)
         return list(await cur.fetchall())
 
 

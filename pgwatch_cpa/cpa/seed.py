@@ -29,12 +29,11 @@ invoices ~2.9, audit_logs ~2.5 per client. Measured by bench/bench_cpa_queries.p
 
 from __future__ import annotations
 
-import asyncio
 import json
 import random
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
@@ -250,7 +249,7 @@ class _Generator:
         r = self.rng
         n = 0
         for cid, org in self.clients:
-            engs = self.engagements.get(cid) or [None]
+            engs: Sequence[str | None] = self.engagements.get(cid) or [None]
             slug = cid.replace("_", "-")
             for k in range(r.choice((0, 2, 4, 6, 8, 10, 12, 15, 18, 25))):
                 category = r.choice(_CATEGORIES)
@@ -299,7 +298,7 @@ class _Generator:
         r = self.rng
         n = 0
         for cid, org in self.clients:
-            engs = self.engagements.get(cid) or [None]
+            engs: Sequence[str | None] = self.engagements.get(cid) or [None]
             for _ in range(r.choice((0, 1, 2, 3, 3, 4, 5, 6))):
                 n += 1
                 invoice_date = self.anchor - timedelta(days=r.randrange(730))
@@ -436,7 +435,3 @@ async def seed(dsn: str, scale: str = "small", seed: int = 42, progress: bool | 
     bar.finish(f"seeded {sum(counts.values()):,} rows ({scale}, seed {seed})")
     return counts
 
-
-def seed_sync(dsn: str, scale: str = "small", seed_value: int = 42, progress: bool | None = None) -> dict[str, int]:
-    """Blocking wrapper of :func:`seed`."""
-    return asyncio.run(seed(dsn, scale, seed_value, progress))

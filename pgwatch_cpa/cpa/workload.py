@@ -38,7 +38,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from itertools import accumulate
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -52,6 +52,7 @@ from pgwatch_cpa.cpa.db import APPLICATION_NAME, create_pool
 from pgwatch_cpa.cpa.workload_stats import CacheSummary, RunningMoments, ScenarioStats, WorkloadReport
 
 log = logging.getLogger("pgwatch_cpa.cpa.workload")
+T = TypeVar("T")
 
 __all__ = ["READ_MIX", "WRITE_EVENTS", "WRITE_MIX", "Inventory", "WorkloadError", "WorkloadReport",
            "arrival_gaps", "load_inventory", "run_workload"]
@@ -186,7 +187,7 @@ class _Planner:
         self.statuses = _weighted(CLIENT_STATUSES)
         self.pages = _weighted(PAGES)
 
-    def _pick(self, values_cum: tuple[list[Any], list[float]]) -> Any:
+    def _pick(self, values_cum: tuple[list[T], list[float]]) -> T:
         values, cum = values_cum
         if not values:
             raise WorkloadError("the seeded data has no rows this scenario needs")
@@ -197,7 +198,7 @@ class _Planner:
         return getattr(self, "_" + scenario)()
 
     def _org(self, need: str = "any") -> OrgData:
-        return self._pick(self.orgs[need])  # type: ignore[no-any-return]
+        return self._pick(self.orgs[need])
 
     def _client_list(self) -> Request:
         org = self._org()
@@ -374,7 +375,6 @@ class _Run:
     def __init__(self, *, rate: float, duration: float | None, planner: _Planner, executor: _Executor,
                  metrics: _Metrics, stop: asyncio.Event, max_in_flight: int, arrivals_seed: int,
                  scenarios: dict[str, ScenarioStats]) -> None:
-        self.rate = rate
         self.duration = duration
         self.planner = planner
         self.executor = executor
@@ -533,8 +533,6 @@ async def run_workload(dsn: str, redis_url: str | None, *, rate: float, duration
     pool = create_pool(dsn, min_size=pool_size, max_size=pool_size, application_name=APPLICATION_NAME,
                        name=f"cpa_workload:{app_instance}")
     run: _Run | None = None
-    loop = asyncio.get_running_loop()
-    started = loop.time()
     cancelled = 0
     try:
         await pool.open(wait=True)
@@ -545,7 +543,6 @@ async def run_workload(dsn: str, redis_url: str | None, *, rate: float, duration
         run = _Run(rate=rate, duration=duration, planner=planner, executor=_Executor(pool, service),
                    metrics=metrics, stop=stop, max_in_flight=max_in_flight, arrivals_seed=seed,
                    scenarios=scenarios)
-        started = loop.time()
         try:
             await run.generate()
         finally:
@@ -560,8 +557,7 @@ async def run_workload(dsn: str, redis_url: str | None, *, rate: float, duration
         await pool.close()
 
     return WorkloadReport(
-        rate=rate, window=run.window, elapsed=loop.time() - started, cache_enabled=use_cache,
-        app_instance=app_instance, max_in_flight=max_in_flight, scenarios=scenarios, offered=run.offered,
-        dropped=run.dropped, cancelled=cancelled, interarrival_mean=run.gaps.mean,
-        interarrival_std=run.gaps.std, max_dispatch_lag=run.max_lag, cache=cache_summary,
-        writes_invalidated=run.invalidated)
+        rate=rate, window=run.window, cache_enabled=use_cache, app_instance=app_instance,
+        max_in_flight=max_in_flight, scenarios=scenarios, offered=run.offered, dropped=run.dropped,
+        cancelled=cancelled, interarrival_mean=run.gaps.mean, interarrival_std=run.gaps.std,
+        max_dispatch_lag=run.max_lag, cache=cache_summary, writes_invalidated=run.invalidated)

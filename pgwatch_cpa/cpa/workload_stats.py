@@ -14,8 +14,6 @@ _MIN_S = 1e-5  # 10 us: everything below lands in bucket 0
 _GROWTH = 1.01
 _LOG_GROWTH = math.log(_GROWTH)
 
-OUTCOMES = ("ok", "error", "timeout")
-
 
 class LatencyHistogram:
     """Counts per log bucket; quantiles return the bucket's upper bound (clamped to the observed max)."""
@@ -133,7 +131,6 @@ class WorkloadReport:
 
     rate: float  # target arrival rate, requests/s
     window: float  # seconds arrivals were generated for
-    elapsed: float  # wall seconds from the first arrival to the end of the drain
     cache_enabled: bool
     app_instance: str
     max_in_flight: int

@@ -2,8 +2,8 @@
 
 A run: inject the fault (pgwatch_cpa.demo.faults, or stop Redis), hold it until the alert's FIRING line
 arrives at the webhook sink (or ``max_fault`` seconds pass), end it, then wait for the RESOLVED line (up to
-``max_resolve``). The alert rules are the shipped ones with ``for`` shortened (see demo.py), so "fires" means the
-expression held for the shortened ``for``.
+``max_resolve``). The alert rules are the shipped ones with ``for`` shortened (see run.py, shorten_rules), so "fires"
+means the expression held for the shortened ``for``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,7 +37,7 @@ class DemoContext:
     pids: list[int] = field(default_factory=list)  # every server pid the demo started (printed as they start)
 
 
-FaultBody = Callable[[DemoContext, asyncio.Event, asyncio.Event], Awaitable[Any]]
+FaultBody = Callable[[DemoContext, asyncio.Event, asyncio.Event], Coroutine[Any, Any, None]]
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,6 @@ class ScenarioResult:
     alert: str
     fired_after: float | None  # seconds from fault start
     resolved_after: float | None  # seconds from fault end
-    fault_seconds: float
 
     def line(self) -> str:
         fired = f"fired after {self.fired_after:.0f}s" if self.fired_after is not None else "did NOT fire"
@@ -195,7 +194,7 @@ async def run_scenario(ctx: DemoContext, scenario: Scenario) -> ScenarioResult:
         resolved = sink.first(scenario.alert, "resolved", ended)
         if resolved is not None and not sink.firing(scenario.alert):
             resolved_after = resolved.at - ended
-    result = ScenarioResult(scenario.name, scenario.alert, fired_after, resolved_after, ended - started)
+    result = ScenarioResult(scenario.name, scenario.alert, fired_after, resolved_after)
     ctx.say(result.line())
     for other in scenario.also:
         if sink.first(other, "firing", started) is not None:

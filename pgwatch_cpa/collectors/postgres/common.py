@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from decimal import Decimal
 from typing import Any, ClassVar
 
 from pgwatch_cpa.collectors.base import Collector, CollectorDisabled, PgContext
@@ -51,11 +50,7 @@ def _first_line(exc: BaseException) -> str:
 
 def num(value: Any) -> float | None:
     """A database number as float (Decimal, int, float); None stays None."""
-    if value is None:
-        return None
-    if isinstance(value, Decimal):
-        return float(value)
-    return float(value)
+    return None if value is None else float(value)
 
 
 def ms(value: Any) -> float | None:

@@ -6,9 +6,6 @@ from pgwatch_cpa.collectors.base import PgContext
 from pgwatch_cpa.collectors.metric_set import MetricSet
 from pgwatch_cpa.collectors.postgres.common import PgCollector, fetch
 
-MODES = ("AccessShareLock", "RowShareLock", "RowExclusiveLock", "ShareUpdateExclusiveLock", "ShareLock",
-         "ShareRowExclusiveLock", "ExclusiveLock", "AccessExclusiveLock")
-
 
 class LocksCollector(PgCollector):
     name = "locks"

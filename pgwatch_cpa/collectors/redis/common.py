@@ -8,7 +8,7 @@ SLOWLOG arguments (client data) are never decoded.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 _FORBIDDEN = re.compile(r"unknown command|unknown subcommand|noperm|no permissions|command is disabled|not allowed",
@@ -136,7 +136,3 @@ class StickyTopN:
         other = sum(v for n, v in values.items() if n not in self.chosen)
         return members, other
 
-
-def chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]

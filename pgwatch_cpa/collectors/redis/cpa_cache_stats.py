@@ -74,9 +74,11 @@ def _export_family(snap: dict[str, Any], labels: dict[str, str], stats: dict[str
     for result, count in stats["requests"].items():
         out.counter("cpa_cache_requests_total", "Cache lookups, by family and result (hit/miss/stale/error).",
                     count, {**labels, "result": result})
-    out.counter("cpa_cache_loads_total", "Loader calls after a miss.", stats["loads"], labels)
+    out.counter("cpa_cache_loads_total", "Loader calls (a miss, a fail-open or a stale refresh).", stats["loads"],
+                labels)
     out.counter("cpa_cache_load_errors_total", "Loader calls that raised.", stats["load_errors"], labels)
-    out.counter("cpa_cache_fail_open_total", "Requests served from the loader because Redis failed.",
+    out.counter("cpa_cache_fail_open_total", "Requests served without Redis (down, slow, breaker open, "
+                "write failed): get() returned its default, get_or_load() the loader's value.",
                 stats["fail_opens"], labels)
     out.counter("cpa_cache_tenant_mismatch_total", "Cached values rejected because their org did not match.",
                 stats["tenant_mismatches"], labels)

@@ -185,10 +185,10 @@ def _commandstats(info: dict[str, str], out: MetricSet, top: StickyTopN) -> None
     for cmd in members:
         fields = parse_fields(info.get(f"latency_percentiles_usec_{cmd}", ""))
         for name, percentile in PERCENTILES.items():
-            value = number(fields.get(name))
-            if value is not None:
+            usec = number(fields.get(name))
+            if usec is not None:
                 out.gauge("redis_commands_latency_seconds", "Latency percentiles of the command since the last "
-                          "stats reset (Redis 7+).", value / 1e6, {"cmd": cmd, "percentile": percentile})
+                          "stats reset (Redis 7+).", usec / 1e6, {"cmd": cmd, "percentile": percentile})
 
 
 def _errorstats(info: dict[str, str], out: MetricSet, top: StickyTopN) -> None:

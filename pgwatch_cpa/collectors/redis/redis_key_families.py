@@ -110,7 +110,6 @@ class ScanState:
     last_cycle_redis_seconds: float = 0.0
     last_cycle_keys: int = 0  # keys SCAN returned in the last cycle
     last_cycle_count: int = 0  # sum of the COUNT hints of the last cycle (capped by key_scan_max_keys)
-    last_cycle_calls: int = 0
     redis_seconds_total: float = 0.0
     memory_usage: bool = True
     history: list[tuple[int, float]] = field(default_factory=list)  # (keys, measured Redis s) of recent cycles
@@ -165,7 +164,7 @@ class RedisKeyFamiliesCollector(Collector):
         s = ctx.settings
         p = st.current
         matcher = st.matcher
-        scanned = calls = requested = returned = 0
+        scanned = requested = returned = 0
         pending: list[tuple[str, bytes]] = []
         done = False
         if p.cycles == 0:
@@ -177,7 +176,6 @@ class RedisKeyFamiliesCollector(Collector):
                 if is_forbidden(reply):
                     raise CollectorDisabled(f"SCAN is not available on this server: {reply}")
                 raise reply
-            calls += 1
             requested += count
             cursor, keys = int(reply[0]), reply[1]
             returned += len(keys)
@@ -202,7 +200,6 @@ class RedisKeyFamiliesCollector(Collector):
         st.prev_samples = len(pending)
         st.last_cycle_keys = returned
         st.last_cycle_count = requested
-        st.last_cycle_calls = calls
         if done:
             st.last = finish(p, matcher.names)
             st.passes += 1
@@ -306,10 +303,10 @@ def export(st: ScanState, dbsize: int, budget: float, out: MetricSet) -> None:
     out.gauge("redis_key_family_scan_cycle_keys", "Keys SCAN returned in this cycle (COUNT is a hint: a few more "
               "than the COUNT asked for when hash buckets hold several keys).",
               st.last_cycle_keys)
-    out.gauge("redis_key_family_scan_cycle_redis_seconds", "Redis time of the previous cycle's SCAN and MEMORY "
-              "USAGE calls (INFO commandstats delta; an upper bound: other clients' SCANs count too).",
+    out.gauge("redis_key_family_scan_cycle_redis_seconds", "Redis time of the previous cycle's SCAN, MEMORY "
+              "USAGE and PTTL calls (INFO commandstats delta; an upper bound: other clients' calls count too).",
               st.last_cycle_redis_seconds)
-    out.counter("redis_key_family_scan_redis_seconds_total", "Redis time spent in SCAN and MEMORY USAGE calls "
+    out.counter("redis_key_family_scan_redis_seconds_total", "Redis time spent in SCAN, MEMORY USAGE and PTTL calls "
                 "while this collector ran (upper bound, see redis_key_family_scan_cycle_redis_seconds).",
                 st.redis_seconds_total)
     out.gauge("redis_key_family_scan_budget_seconds", "The configured Redis time budget per cycle (key_scan_budget).",

@@ -23,7 +23,6 @@ class RedisLatencyCollector(Collector):
             if is_forbidden(reply):
                 raise CollectorDisabled(f"LATENCY is not available on this server: {reply}")
             raise reply
-        ctx.state["checked"] = True
         export_latency(reply, out)
 
 

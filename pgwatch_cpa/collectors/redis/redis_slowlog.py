@@ -24,7 +24,6 @@ class RedisSlowlogCollector(Collector):
                 if is_forbidden(reply):
                     raise CollectorDisabled(f"SLOWLOG is not available on this server: {reply}")
                 raise reply
-        ctx.state["checked"] = True
         export_slowlog(int(length), entries, out)
 
 

@@ -8,7 +8,7 @@ Layout (``v1`` is the value format version; bump it when serializers or this lay
     cpa:v1:l:<value key suffix>     cross-process load lock
 
 The organization id is a required argument of every builder, so a key cannot exist without its tenant. Ids are
-used raw only when they match ``[A-Za-z0-9][A-Za-z0-9_.-]*`` (no ``:``, ``*``, ``?``, ``[``, whitespace);
+used raw only when they match ``[A-Za-z0-9][A-Za-z0-9_.-]{0,127}`` (no ``:``, ``*``, ``?``, ``[``, whitespace);
 anything else becomes ``~`` + a hash, and ``~`` is outside the raw alphabet, so the two forms never collide.
 Filters are canonicalised (sorted keys, normalised types) and hashed, never interpolated.
 """
@@ -64,7 +64,8 @@ def canonical(value: Any) -> Any:
     """A JSON-able canonical form: equal filters give equal forms whatever their order or numeric type.
 
     Integral floats become ints (1.0 == 1), Decimals are normalised (1.0 == 1.00), sets are sorted, tuples
-    become lists, UUIDs and dates become tagged strings. Bool stays distinct from int. Mappings need str keys.
+    become lists, a UUID becomes its string (equal to the same id given as a str), dates and datetimes become
+    tagged objects. Bool stays distinct from int. Mappings need str keys.
     """
     if value is None or isinstance(value, bool | str):
         return value

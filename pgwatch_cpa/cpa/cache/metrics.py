@@ -61,11 +61,18 @@ class FamilyStats:
 
 
 class PoolView(Protocol):
-    in_use: int
-    idle: int
-    max_connections: int
-    waits: int
-    exhausted: int
+    """What the stats read from the connection pool (read-only: in_use and idle are computed properties)."""
+
+    @property
+    def in_use(self) -> int: ...
+    @property
+    def idle(self) -> int: ...
+    @property
+    def max_connections(self) -> int: ...
+    @property
+    def waits(self) -> int: ...
+    @property
+    def exhausted(self) -> int: ...
 
 
 class CacheStats:
@@ -95,7 +102,8 @@ class CacheCollector(Collector):
         fams = self._stats.families
         requests = CounterMetricFamily("cpa_cache_requests", "Cache lookups by family and result",
                                        labels=["family", "result"])
-        loads = CounterMetricFamily("cpa_cache_loads", "Loader calls on a miss", labels=["family"])
+        loads = CounterMetricFamily("cpa_cache_loads", "Loader calls (a miss, a fail-open or a stale refresh)",
+                                    labels=["family"])
         load_errors = CounterMetricFamily("cpa_cache_load_errors", "Loader calls that raised", labels=["family"])
         fail_open = CounterMetricFamily("cpa_cache_fail_open", "Requests served without Redis (down, slow, "
                                         "breaker open, write failed)", labels=["family"])

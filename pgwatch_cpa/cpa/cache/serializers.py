@@ -197,8 +197,12 @@ def dump_envelope(org_id: str, value: Any, soft_expiry: float = 0.0) -> bytes:
     return orjson.dumps([org_id, soft_expiry, _TAGGED if tagged else 0, payload])
 
 
-def load_envelope(data: bytes) -> tuple[str, float, Any]:
-    """(org_id, soft_expiry, value); SerializationError if the bytes are not a v1 envelope."""
+def load_envelope(data: bytes | str) -> tuple[str, float, Any]:
+    """(org_id, soft_expiry, value); SerializationError if the data is not a v1 envelope.
+
+    ``data`` is a Redis reply: bytes from a client without decode_responses, str from one with it (orjson reads
+    both the same way).
+    """
     try:
         org_id, soft_expiry, flags, payload = orjson.loads(data)
         if type(org_id) is not str:

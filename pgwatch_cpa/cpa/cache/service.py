@@ -212,7 +212,8 @@ class CacheService:
         except _REDIS_ERRORS as exc:
             self._failed(exc)
             return False
-        return await self._store(key, rkey, value, ttl, self.stats.families[key.family.name])
+        # _store's None (Redis unavailable) is reported as False, as documented
+        return await self._store(key, rkey, value, ttl, self.stats.families[key.family.name]) is True
 
     async def _lookup(self, key: k.CacheKey, fs: FamilyStats) -> tuple[str, Any, str]:
         """(result, value, redis key); never raises for Redis trouble."""
@@ -232,7 +233,7 @@ class CacheService:
         fs.latency.observe(time.perf_counter() - start)
         return result, value, rkey
 
-    def _decode(self, key: k.CacheKey, raw: bytes | None, fs: FamilyStats) -> tuple[str, Any]:
+    def _decode(self, key: k.CacheKey, raw: bytes | str | None, fs: FamilyStats) -> tuple[str, Any]:
         if raw is None:
             return _MISS, None
         try:
@@ -308,9 +309,9 @@ class CacheService:
         if not self.breaker.allow():
             return False
         try:
-            gens = await self.redis.mget(key.org_gen_key, key.family_gen_key)
-            if None not in gens:
-                await self.redis.unlink(key.redis_key(int(gens[0]), int(gens[1])))
+            og, fg = await self.redis.mget(key.org_gen_key, key.family_gen_key)
+            if og is not None and fg is not None:
+                await self.redis.unlink(key.redis_key(int(og), int(fg)))
         except _REDIS_ERRORS as exc:
             self._failed(exc)
             self._defer_bumps([key.family_gen_key])  # the coarser invalidation is still correct
@@ -342,7 +343,7 @@ class CacheService:
                     pipe.set(key, time.time_ns() // 1_000_000, nx=True)
             pipe.mget(*gen_keys)
             values = (await pipe.execute())[-1]
-        gens = [int(v) for v in values]
+        gens = [_generation(v) for v in values]
         self._remember(zip(gen_keys, gens, strict=True))
         return gens
 
@@ -566,6 +567,13 @@ class CacheService:
         if policy.startswith("allkeys-"):
             log.warning("Redis maxmemory-policy is %s: generation counters (no TTL) may be evicted; use a "
                         "volatile-* policy (every cache entry has a TTL)", policy)
+
+
+def _generation(reply: bytes | str | None) -> int:
+    """A generation counter from a GET/MGET reply (bytes: the client does not decode; int() reads str alike)."""
+    if reply is None:  # only if the counter vanished between SET NX and MGET; a TypeError, as int(None) raised
+        raise TypeError("generation counter missing from the reply")
+    return int(reply)
 
 
 def _text(value: Any) -> str | None:

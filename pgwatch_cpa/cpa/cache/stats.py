@@ -4,7 +4,8 @@ Where (both keys written in one pipeline every ``stats_interval`` seconds):
 
     cpa:stats:instance:<app_instance>   the JSON snapshot below, PX = 3 x interval: a dead instance's key expires
     cpa:stats:instances                 sorted set, member app_instance, score published_at; lets a collector find
-                                        instances without SCAN (ZRANGEBYSCORE now-3*interval +inf, then MGET).
+                                        instances without SCAN (a score range, then MGET; the daemon's collector
+                                        reads the last hour's members and skips snapshot keys that expired).
                                         Members older than 10 x interval are pruned by every publisher. No TTL,
                                         so volatile-* eviction never drops it.
 
@@ -193,7 +194,7 @@ def _count(doc: dict[str, Any], key: str, path: str = "") -> int:
 
 def _nonneg(doc: dict[str, Any], key: str, path: str = "") -> float:
     value = doc.get(key)
-    if type(value) not in (int, float) or not math.isfinite(value) or value < 0:
+    if (type(value) is not int and type(value) is not float) or not math.isfinite(value) or value < 0:
         raise SnapshotError(f"{_where(key, path)} must be a non-negative number")
     return float(value)
 

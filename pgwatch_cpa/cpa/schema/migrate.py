@@ -53,7 +53,6 @@ class MigrationError(Exception):
 class Migration:
     version: str
     name: str
-    path: Path
     text: str
 
     @property
@@ -90,7 +89,7 @@ def load_migrations(directory: Path | None = None) -> list[Migration]:
         if match[1] in seen:
             raise MigrationError(f"{path.name}: version {match[1]} already used by {seen[match[1]]}")
         seen[match[1]] = path.name
-        migrations.append(Migration(match[1], path.name, path, path.read_text(encoding="utf-8")))
+        migrations.append(Migration(match[1], path.name, path.read_text(encoding="utf-8")))
     return migrations
 
 
@@ -183,9 +182,9 @@ async def migrate(dsn: str, *, migrations_dir: Path | None = None, lock_timeout_
             await conn.execute("SELECT pg_advisory_unlock(%s)", [ADVISORY_LOCK_KEY])
 
 
-def migrate_sync(dsn: str, **kwargs: object) -> list[str]:
+def migrate_sync(dsn: str, *, migrations_dir: Path | None = None, lock_timeout_s: float | None = None) -> list[str]:
     """Blocking wrapper of :func:`migrate` for command-line use."""
-    return asyncio.run(migrate(dsn, **kwargs))  # type: ignore[arg-type]
+    return asyncio.run(migrate(dsn, migrations_dir=migrations_dir, lock_timeout_s=lock_timeout_s))
 
 
 async def _acquire_lock(conn: psycopg.AsyncConnection, timeout_s: float | None) -> None:
