@@ -225,7 +225,7 @@ async def run_demo(opts: DemoOptions) -> int:
             sink = await WebhookSink(printer=say).start()
             try:
                 settings = daemon_settings(opts.listen, monitor_dsn, rd.url, rules, sink.url)
-                ctx = DemoContext(pg, rd, owner_dsn, sink, say, pids)
+                ctx = DemoContext(rd, owner_dsn, sink, say, pids)
                 print(banner(opts, pg, rd, monitor_dsn, owner_dsn, sink, changed, rules_source), flush=True)
                 await _serve(opts, settings, ctx, stop, t0)
             finally:

@@ -22,14 +22,13 @@ from prometheus_client import CollectorRegistry
 from pgwatch_cpa.cpa.cache import CacheService
 from pgwatch_cpa.demo import faults
 from pgwatch_cpa.demo.sink import WebhookSink
-from pgwatch_cpa.sandbox import PostgresSandbox, RedisSandbox
+from pgwatch_cpa.sandbox import RedisSandbox
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class DemoContext:
-    pg: PostgresSandbox
     rd: RedisSandbox
     owner_dsn: str  # schema owner on the cpa database (the faults' and the workload's connection)
     sink: WebhookSink
