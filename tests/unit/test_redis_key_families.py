@@ -8,6 +8,8 @@ from hypothesis import strategies as st
 
 from pgwatch_cpa.collectors.redis.redis_key_families import OTHER, FamilyMatcher, Pass, finish, quantile
 from pgwatch_cpa.config import DEFAULT_KEY_FAMILIES, settings_from_mapping
+from pgwatch_cpa.cpa.cache import families as cache_families
+from pgwatch_cpa.cpa.cache import keys
 from pgwatch_cpa.errors import ConfigError
 
 MATCHER = FamilyMatcher(DEFAULT_KEY_FAMILIES)
@@ -40,9 +42,7 @@ def test_default_families(key, family):
 
 def test_defaults_follow_the_caching_service_layout():
     """The defaults are written out in config.py (the daemon imports nothing from the app); keep them in step."""
-    families = pytest.importorskip("pgwatch_cpa.cpa.cache.families")
-    keys = pytest.importorskip("pgwatch_cpa.cpa.cache.keys")
-    for family in families.FAMILIES.values():
+    for family in cache_families.FAMILIES.values():
         key = keys.family_key(family, "org_1", "id_1").redis_key(3, 4)
         assert MATCHER.family(key) == family.name, key
         assert MATCHER.family(keys.family_gen_key("org_1", family)) == "cache_generation"
