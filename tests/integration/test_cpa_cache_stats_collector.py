@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 import subprocess
 
 import pytest
@@ -15,7 +14,7 @@ from pgwatch_cpa.cpa.cache.service import CacheService
 from pgwatch_cpa.daemon.exposition import Exposition
 from pgwatch_cpa.daemon.redis_poller import RedisPoller
 from pgwatch_cpa.daemon.snapshot import SnapshotStore
-from tests.conftest import require
+from tests.conftest import require_tool
 
 pytestmark = pytest.mark.integration
 
@@ -63,9 +62,8 @@ async def test_published_snapshots_become_metrics_and_vanish_after_the_app_stops
     assert not any("org_" in str(lab) for _, lab, _ in store.samples()), "org ids never become labels"
 
     body, _ = await Exposition(store).render(None)
-    if not shutil.which("promtool"):
-        require("promtool")
-    check = subprocess.run(["promtool", "check", "metrics"], input=body, capture_output=True, check=False)
+    promtool = require_tool("promtool")
+    check = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True, check=False)
     assert check.returncode == 0 and not check.stdout.strip() and not check.stderr.strip(), check.stdout
 
     await services[0].close(unpublish=False)  # dies without cleaning up: its key must expire

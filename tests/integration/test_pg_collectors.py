@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
 import subprocess
 import threading
 import time
@@ -21,7 +20,7 @@ from pgwatch_cpa.daemon.lifecycle import Daemon
 from pgwatch_cpa.daemon.postgres_poller import PostgresPoller
 from pgwatch_cpa.daemon.snapshot import SnapshotStore
 from pgwatch_cpa.sandbox import PostgresSandbox, free_port
-from tests.conftest import require
+from tests.conftest import require_tool
 
 pytestmark = pytest.mark.integration
 
@@ -402,9 +401,7 @@ async def test_literal_in_running_query_never_reaches_metrics_or_logs(pg, caplog
 
 
 async def test_promtool_check_metrics_reports_nothing(pg):
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        require("promtool (Debian package prometheus)")
+    promtool = require_tool("promtool")
     with su_connect(pg, application_name="cpa-web"):  # an application session to count
         body = await scrape_daemon({"postgres": [{"name": "db", "dsn": pg.dsn(MONITOR, MONITOR_PW),
                                                   "query_text": True}]})

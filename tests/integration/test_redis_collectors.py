@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import shutil
 import subprocess
 
 import pytest
@@ -15,7 +14,7 @@ from pgwatch_cpa.daemon.exposition import Exposition
 from pgwatch_cpa.daemon.redis_poller import RedisPoller
 from pgwatch_cpa.daemon.snapshot import SnapshotStore
 from pgwatch_cpa.sandbox import RedisSandbox
-from tests.conftest import require
+from tests.conftest import require_tool
 
 pytestmark = pytest.mark.integration
 
@@ -213,10 +212,7 @@ async def test_redis_up_follows_the_server_without_restarting_the_poller(redis_s
 
 
 async def test_promtool_accepts_the_exposition(redis_server, client):
-    promtool = shutil.which("promtool") or ("/usr/bin/promtool" if shutil.os.path.exists("/usr/bin/promtool")
-                                            else None)
-    if promtool is None:
-        require("promtool")
+    promtool = require_tool("promtool")
     for i in range(200):
         client.set(f"client:{i}", "v", ex=60)
     client.config_set("slowlog-log-slower-than", 0)
