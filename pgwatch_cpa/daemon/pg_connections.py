@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 import time
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
@@ -22,6 +24,11 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 APPLICATION_NAME = "pgwatch-cpa"
+DEADLINE_BACKSTOP = 1.0  # seconds after a client deadline before the task is cancelled outright
+# TCP keepalives and tcp_user_timeout (libpq): a peer gone without a FIN (partition, dead host) is noticed in
+# about 30 s instead of the kernel's ~15 minutes of retransmissions.
+KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3,
+              "tcp_user_timeout": 30_000}
 
 
 @dataclass
@@ -54,10 +61,12 @@ class PgConnections:
         return self._busy + sum(len(v) for v in self._idle.values())
 
     @asynccontextmanager
-    async def connection(self, dbname: str | None = None) -> AsyncIterator[tuple[Any, bool]]:
+    async def connection(self, dbname: str | None = None,
+                         deadline: float | None = None) -> AsyncIterator[tuple[Any, bool]]:
         """Yield ``(conn, reused)`` for ``dbname`` (None: the database of the DSN, for instance-wide work).
 
         Connections are cached per ``dbname`` as given: None and the DSN's own database name are two keys.
+        ``deadline``: seconds the caller may use the connection; past it the connection is cut (client_deadline).
         """
         key = dbname or ""
         primary = self._primary_slots if not key else None
@@ -82,7 +91,8 @@ class PgConnections:
                 raise
             keep = False
             try:
-                yield conn, reused
+                async with client_deadline(conn, deadline):
+                    yield conn, reused
                 keep = True
             except Exception as exc:
                 import psycopg
@@ -129,7 +139,8 @@ class PgConnections:
         import psycopg
 
         kwargs: dict[str, Any] = {"autocommit": True, "application_name": APPLICATION_NAME,
-                                  "options": self._options, "connect_timeout": max(1, int(self._connect_timeout))}
+                                  "options": self._options, "connect_timeout": max(1, int(self._connect_timeout)),
+                                  **KEEPALIVES}
         if dbname:
             kwargs["dbname"] = dbname
         conn = await psycopg.AsyncConnection.connect(self._conninfo, **kwargs)
@@ -159,6 +170,32 @@ class PgConnections:
     async def close(self) -> None:
         self._closed = True
         await self.discard_idle()
+
+
+@asynccontextmanager
+async def client_deadline(conn: Any, seconds: float | None) -> AsyncIterator[None]:
+    """Fail the connection's round trips that are still waiting after ``seconds``.
+
+    A server-side statement_timeout cannot fire on a frozen server, and cancelling the waiting coroutine is no
+    better: psycopg then sends a cancel request the frozen server never answers either and waits 10 s for it.
+    Shutting the socket down makes the pending read return at once with an OperationalError; asyncio.timeout
+    stays as a backstop.
+    """
+    if seconds is None:
+        yield
+        return
+    handle = asyncio.get_running_loop().call_later(seconds, _shut_down_socket, conn)
+    try:
+        async with asyncio.timeout(seconds + DEADLINE_BACKSTOP):
+            yield
+    finally:
+        handle.cancel()
+
+
+def _shut_down_socket(conn: Any) -> None:
+    # suppress: a connection closed already has nothing waiting on it
+    with contextlib.suppress(Exception), socket.socket(fileno=os.dup(conn.pgconn.socket)) as sock:
+        sock.shutdown(socket.SHUT_RDWR)
 
 
 async def _close(conn: Any) -> None:

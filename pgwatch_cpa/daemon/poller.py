@@ -20,6 +20,9 @@ log = logging.getLogger(__name__)
 
 POLLER_SLOT = "_poller"  # the store slot for the poller's own metrics (up, collector health)
 MIN_BACKOFF = 1.0
+# Target kinds cut their own I/O at the probe or collector timeout (client deadlines, socket timeouts); the
+# task is cancelled outright this much later, should a client library not honour its deadline.
+TIMEOUT_BACKSTOP = 1.0
 
 
 class TargetPoller(ABC):
@@ -77,7 +80,8 @@ class TargetPoller(ABC):
     async def poll_once(self) -> bool:
         self.attempts += 1
         try:
-            await self.probe()
+            async with asyncio.timeout(self.probe_timeout + TIMEOUT_BACKSTOP):
+                await self.probe()
         except Exception as exc:  # task boundary: any failure to reach the target means "down"
             self.errors += 1
             self._set_up(False, exc)
@@ -107,7 +111,7 @@ class TargetPoller(ABC):
         started = time.monotonic()
         out = MetricSet({"target": self.name})
         try:
-            async with asyncio.timeout(self.collector_timeout), self.context(collector) as ctx:
+            async with asyncio.timeout(self.collector_timeout + TIMEOUT_BACKSTOP), self.context(collector) as ctx:
                 await collector.collect(ctx, out)
         except CollectorDisabled as exc:
             self.disable(collector, exc)
@@ -134,6 +138,11 @@ class TargetPoller(ABC):
     @property
     def collector_timeout(self) -> float:
         return max(1.0, min(self.interval, 30.0))
+
+    @property
+    def probe_timeout(self) -> float:
+        """A target whose probe takes longer is down: so a hung target is reported within two intervals."""
+        return self.collector_timeout
 
     def _record_health(self, collector: str, ok: bool, duration: float, exc: BaseException | None) -> None:
         previous = self._health.get(collector)

@@ -45,6 +45,11 @@ class PostgresPoller(TargetPoller):
         self._db_failed: set[tuple[str, str]] = set()
         self._probe_reused = False
 
+    @property
+    def probe_timeout(self) -> float:
+        # The probe is one trivial statement: a server that cannot answer it within statement_timeout is hung.
+        return max(1.0, min(self.interval, self.settings.statement_timeout))
+
     async def open(self) -> None:
         from pgwatch_cpa.daemon.pg_connections import PgConnections
 
@@ -72,7 +77,7 @@ class PostgresPoller(TargetPoller):
             await self._probe_once()
 
     async def _probe_once(self) -> None:
-        async with self.connections.connection(None) as (conn, reused):
+        async with self.connections.connection(None, deadline=self.probe_timeout) as (conn, reused):
             self._probe_reused = reused
             cur = await conn.execute(
                 "SELECT current_setting('server_version_num')::int, current_database(), "
@@ -104,7 +109,7 @@ class PostgresPoller(TargetPoller):
     async def context(self, collector: Collector, database: str | None = None) -> AsyncIterator[Any]:
         from pgwatch_cpa.collectors.base import PgContext
 
-        async with self.connections.connection(database) as (conn, _reused):
+        async with self.connections.connection(database, deadline=self.collector_timeout) as (conn, _reused):
             yield PgContext(self.name, conn, self._server_version, self.settings, database or self._database,
                             self._extensions, self._state[collector.name])
 
@@ -139,7 +144,7 @@ class PostgresPoller(TargetPoller):
                 out = MetricSet({"target": self.name})
                 started = time.monotonic()
                 try:
-                    async with asyncio.timeout(self.collector_timeout), self.context(collector, database) as ctx:
+                    async with self.context(collector, database) as ctx:
                         await collector.collect(ctx, out)
                 except CollectorDisabled as exc:
                     outcome.disabled = exc
@@ -161,7 +166,7 @@ class PostgresPoller(TargetPoller):
         if database == self._database:
             return False
         try:
-            async with self.connections.connection(None) as (conn, _reused):
+            async with self.connections.connection(None, deadline=self.probe_timeout) as (conn, _reused):
                 cur = await conn.execute("SELECT 1 FROM pg_catalog.pg_database WHERE datname = %s "
                                          "AND pg_catalog.has_database_privilege(oid, 'CONNECT')", (database,))
                 gone = await cur.fetchone() is None

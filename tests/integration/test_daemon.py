@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import time
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -30,6 +32,40 @@ def test_pg_up_follows_the_server_without_restarting_the_daemon(pg_server, daemo
     log = daemon.log()
     assert log.count("target main (postgres) is down") == 1, log
     assert daemon.sample("pgwatch_connection_errors_total", target="main") >= 1
+
+
+def cluster_pids(postmaster: int) -> list[int]:
+    """The postmaster and its children (backends, checkpointer, walwriter, ...)."""
+    children = []
+    for entry in Path("/proc").iterdir():
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == postmaster:
+            children.append(int(entry.name))
+    return [postmaster, *children]
+
+
+def test_a_frozen_server_is_down_and_polling_goes_on(pg_server, daemon_factory):
+    """SIGSTOP leaves every socket open and never answers: only a client-side deadline can tell."""
+    daemon = daemon_factory(pg_config(pg_server, statement_timeout="1s"))
+    daemon.wait_for(lambda: daemon.sample("pg_up", target="main") == 1.0, what="pg_up 1")
+    daemon.wait_for(lambda: daemon.sample("pgwatch_collector_success", target="main", collector="database") == 1.0,
+                    what="a reused connection (the probe and collectors have run once)")
+    pids = cluster_pids(pg_server.pid)
+    try:
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        daemon.wait_for(lambda: daemon.sample("pg_up", target="main") == 0.0, 15, "pg_up 0 while frozen")
+        attempts = daemon.sample("pgwatch_connection_attempts_total", target="main")
+        daemon.wait_for(lambda: daemon.sample("pgwatch_connection_attempts_total", target="main") > attempts + 1,
+                        15, "probes going on while frozen")
+        assert daemon.sample("pg_up", target="main") == 0.0
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+    daemon.wait_for(lambda: daemon.sample("pg_up", target="main") == 1.0, 30, "pg_up 1 once thawed")
 
 
 def test_redis_up_follows_the_server(redis_server, daemon_factory):
