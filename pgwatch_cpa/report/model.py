@@ -142,14 +142,26 @@ def report_from_json(data: bytes | str, source: str = "report") -> Report:
         doc = orjson.loads(data)
         if not isinstance(doc, dict) or doc.get("schema_version") != SCHEMA_VERSION:
             raise ReportFormatError(f"{source}: not a pgwatch-cpa report of schema version {SCHEMA_VERSION}")
-        return Report(parse_time(doc["generated_at"]), [_target_from(t) for t in doc["targets"]])
+        diff = doc.get("diff")
+        return Report(parse_time(doc["generated_at"]), [_target_from(t) for t in doc["targets"]],
+                      None if diff is None else _diff_from(diff))
     except ReportFormatError:
         raise
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ReportFormatError(f"{source}: not a valid report ({type(exc).__name__}: {exc})") from None
 
 
+def _diff_from(doc: Mapping[str, Any]) -> Diff:
+    return Diff(parse_time(doc["previous_generated_at"]), *(sorted(map(str, doc[k]))
+                                                           for k in ("new", "resolved", "worse", "better")))
+
+
 def _target_from(doc: Mapping[str, Any]) -> TargetReport:
+    if doc["kind"] not in ("postgres", "redis"):
+        raise ValueError(f"unknown target kind {doc['kind']!r}")
+    for finding in doc["findings"]:
+        if finding["severity"] not in SEVERITIES:
+            raise ValueError(f"unknown severity {finding['severity']!r}")
     findings = [Finding(f["kind"], f["severity"], f["target"], f["database"], f["object"], f["title"],
                         dict(f["evidence"]), float(f["score"] if f["score"] is not None else math.nan),
                         f["recommendation"], f["expected_effect"]) for f in doc["findings"]]
