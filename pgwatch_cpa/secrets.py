@@ -60,3 +60,15 @@ class RedactingFilter(logging.Filter):
 
 
 REDACTOR = RedactingFilter()
+
+
+def describe(exc: BaseException | None) -> str:
+    """A one-line, secret-free description of an error for logs, reports and HTTP answers."""
+    if exc is None:
+        return "unknown error"
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    for secret in REDACTOR.secrets():
+        text = text.replace(secret, MASK)
+    return f"{type(exc).__name__}: {text[:300]}"

@@ -14,7 +14,7 @@ from prometheus_client.core import Metric
 from pgwatch_cpa.collectors.base import Collector, CollectorDisabled
 from pgwatch_cpa.collectors.metric_set import MetricSet
 from pgwatch_cpa.daemon.snapshot import SnapshotStore
-from pgwatch_cpa.secrets import REDACTOR
+from pgwatch_cpa.secrets import describe
 
 log = logging.getLogger(__name__)
 
@@ -185,14 +185,3 @@ def _collector_interval(collector: Collector, override: Any, default: float) -> 
         return float(override.interval)
     return max(default, collector.default_interval or 0.0)
 
-
-def describe(exc: BaseException | None) -> str:
-    """A one-line, secret-free description of an error for logs."""
-    if exc is None:
-        return "unknown error"
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    for secret in REDACTOR.secrets():
-        text = text.replace(secret, "****")
-    return f"{type(exc).__name__}: {text[:300]}"
