@@ -25,6 +25,7 @@ from pydantic import (
 
 from pgwatch_cpa.config.alerting import AlertingSettings
 from pgwatch_cpa.config.base import Duration, Name, StrictModel, environ_of, read_secret
+from pgwatch_cpa.config.report import ReportSettings, receiver_problems
 from pgwatch_cpa.errors import ConfigError
 from pgwatch_cpa.secrets import REDACTOR, mask_dsn, mask_url
 
@@ -201,6 +202,7 @@ class Settings(StrictModel):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
     alerting: AlertingSettings = Field(default_factory=AlertingSettings)
+    report: ReportSettings = Field(default_factory=ReportSettings)
 
     @field_validator("listen")
     @classmethod
@@ -289,6 +291,7 @@ def settings_from_mapping(raw: Any, environ: Mapping[str, str], source: str = "c
         raise ConfigError(["top level must be a mapping of keys to values"], source=source)
     problems = apply_env_overrides(raw, environ)
     problems += _duplicate_names(raw)
+    problems += receiver_problems(raw)
     settings = None
     try:
         settings = Settings.model_validate(raw, context={"environ": environ, "base_dir": base_dir or Path.cwd()})
