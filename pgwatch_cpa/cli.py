@@ -41,6 +41,19 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pgwatch_cpa.report.command import report_command
+
+    if args.log_level is None:
+        args.log_level = "warning"  # stderr says which target could not be read, and why; stdout is the report
+    _setup_logging(args, None)
+    return report_command(Path(args.config), target=args.target, fmt=args.format,
+                          output=Path(args.output) if args.output else None,
+                          previous=Path(args.previous) if args.previous else None)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -128,6 +141,16 @@ def build_parser() -> argparse.ArgumentParser:
     check = add("check-config", help="validate a config file (exit 0 valid, 2 invalid)")
     check.add_argument("file")
     check.set_defaults(func=_cmd_check_config)
+
+    report = add("report", help="the performance review: findings with the exact SQL or setting (exit 0 report, "
+                 "1 no target readable, 2 bad input)")
+    report.add_argument("--config", required=True, help="YAML config file (the daemon's)")
+    report.add_argument("--target", metavar="NAME", help="report on this target only (default: every target)")
+    report.add_argument("--format", choices=["md", "json", "html"], default="md", help="default md")
+    report.add_argument("--output", metavar="FILE", help="write here (atomically) instead of stdout")
+    report.add_argument("--previous", metavar="FILE.json", help="an earlier JSON report: adds the diff (new, "
+                        "resolved, worse, better)")
+    report.set_defaults(func=_cmd_report)
 
     migrate = add("migrate", help="apply the CPA schema migrations (idempotent)")
     migrate.add_argument("--dsn", required=True, help="PostgreSQL DSN of the CPA database (schema owner)")

@@ -1,6 +1,6 @@
 """The house's rules, checked on the source: which room may import which.
 
-cli -> demo -> daemon -> collectors / alerts -> shared vocabulary; the application (cpa/) imports nothing
+cli -> demo -> daemon -> report / collectors / alerts -> shared vocabulary; the application (cpa/) imports nothing
 above it, and everything outside cpa/ and demo/ reaches it only through its wire-format module.
 """
 
@@ -22,6 +22,7 @@ FORBIDDEN = {
     "collectors": {"daemon", "demo", "cli", "alerts"},
     "alerts": {"daemon", "demo", "cli", "collectors", "cpa", "config"},
     "daemon": {"demo", "cli"},
+    "report": {"daemon", "demo", "cli"},
     **{room: {"daemon", "collectors", "alerts", "demo", "cli", "cpa"} for room in SHARED},
 }
 
@@ -71,6 +72,8 @@ def test_imports_flow_one_way() -> None:
     ("pgwatch_cpa.collectors.redis.cpa_cache_stats", "pgwatch_cpa.cpa.cache.service"),
     ("pgwatch_cpa.config.settings", "pgwatch_cpa.alerts.rules"),
     ("pgwatch_cpa.daemon.lifecycle", "pgwatch_cpa.demo.run"),
+    ("pgwatch_cpa.report.build", "pgwatch_cpa.daemon.poller"),
+    ("pgwatch_cpa.report.redis", "pgwatch_cpa.cpa.cache.service"),
 ])
 def test_a_wrong_way_import_is_reported(module: str, imported: str) -> None:
     assert violations({module: {imported}}), f"{module} -> {imported} should be refused"
