@@ -152,7 +152,8 @@ class AlertingService:
             self._reported_failures[group] = count
 
 
-def _endpoint(url: str, receiver: WebhookReceiverSettings | AlertmanagerReceiverSettings) -> Endpoint:
+def receiver_endpoint(url: str, receiver: WebhookReceiverSettings | AlertmanagerReceiverSettings) -> Endpoint:
+    """Where and how to POST for a configured receiver (auth, HMAC, timeout, attempts); reports use it too."""
     basic = (receiver.basic_auth.username, receiver.basic_auth.password) if receiver.basic_auth else None
     hmac_secret = receiver.hmac_secret if isinstance(receiver, WebhookReceiverSettings) else None
     return Endpoint(url, bearer_token=receiver.bearer_token, basic_auth=basic, hmac_secret=hmac_secret,
@@ -164,6 +165,6 @@ def _build_receiver(receiver: WebhookReceiverSettings | AlertmanagerReceiverSett
     if isinstance(receiver, WebhookReceiverSettings):
         policy = GroupingPolicy(tuple(receiver.group_by), receiver.group_wait, receiver.group_interval,
                                 receiver.repeat_interval, receiver.send_resolved)
-        return WebhookReceiver(receiver.name, _endpoint(receiver.url, receiver), policy, external_url, metrics)
-    return AlertmanagerReceiver(receiver.name, [_endpoint(u, receiver) for u in receiver.urls], metrics,
+        return WebhookReceiver(receiver.name, receiver_endpoint(receiver.url, receiver), policy, external_url, metrics)
+    return AlertmanagerReceiver(receiver.name, [receiver_endpoint(u, receiver) for u in receiver.urls], metrics,
                                 resend_delay=receiver.resend_delay, eval_interval=interval)

@@ -18,6 +18,7 @@ from pgwatch_cpa.daemon.http import build_app
 from pgwatch_cpa.daemon.poller import TargetPoller
 from pgwatch_cpa.daemon.postgres_poller import PostgresPoller
 from pgwatch_cpa.daemon.redis_poller import RedisPoller
+from pgwatch_cpa.daemon.reporting import ReportingService
 from pgwatch_cpa.daemon.snapshot import SnapshotStore
 from pgwatch_cpa.errors import PgwatchError
 
@@ -38,7 +39,9 @@ class Daemon:
         self.pollers: list[TargetPoller] = self._build_pollers()
         self.alerting = (AlertingService(settings.alerting, self.store, settings.interval,
                                          self.exposition.live_registry) if settings.alerting.rules else None)
-        self.app = build_app(self.exposition, self, self.alerting.engine if self.alerting else None)
+        # Always there for /report; it builds on a schedule only when report.schedule is set.
+        self.reporting = ReportingService(settings, self.exposition.live_registry)
+        self.app = build_app(self.exposition, self, self.alerting.engine if self.alerting else None, self.reporting)
         self.app.cleanup_ctx.append(self._background)
 
     def _build_pollers(self) -> list[TargetPoller]:
@@ -61,6 +64,7 @@ class Daemon:
             await poller.open()
         tasks = [asyncio.create_task(p.run(), name=f"poller:{p.name}") for p in self.pollers]
         tasks.append(asyncio.create_task(self.exposition.refresh_forever(), name="exposition"))
+        tasks.append(asyncio.create_task(self.reporting.run(), name="reporting"))
         alerting_stop = asyncio.Event()
         if self.alerting is not None:
             tasks.append(asyncio.create_task(self.alerting.run(alerting_stop), name="alerting"))

@@ -151,6 +151,7 @@ def banner(opts: DemoOptions, pg: PostgresSandbox, rd: RedisSandbox, monitor_dsn
 pgwatch-cpa demo (pgwatch-cpa {pgwatch_cpa.__version__})
   metrics      http://{host}/metrics
   alerts       http://{host}/alerts        readiness http://{host}/readyz
+  report       http://{host}/report?format=html   (performance review with recommendations; also ?format=json|md)
   postgres     {mask_dsn(owner_dsn)}   (PostgreSQL {pg.build.version if pg.build else '?'}, pid {pg.pid}, \
 max_connections {PG_SETTINGS['max_connections']}{', data kept in ' + str(pg.datadir) if opts.keep_data else ''})
   monitoring   {mask_dsn(monitor_dsn)}   (pg_monitor only: what the daemon connects as)
