@@ -77,10 +77,13 @@ def choose(files: Iterable[SqlFile], name: str, server_version_num: int,
     raise NoSqlForVersion(f"{name}: no query for {have}; available: {wanted}")
 
 
+COLLECTORS_PACKAGE = "pgwatch_cpa.collectors.postgres"
+
+
 @cache
-def packaged_files() -> tuple[SqlFile, ...]:
-    """Every .sql file shipped in pgwatch_cpa/collectors/postgres/sql (read once)."""
-    root = resources.files("pgwatch_cpa.collectors.postgres") / "sql"
+def packaged_files(package: str = COLLECTORS_PACKAGE) -> tuple[SqlFile, ...]:
+    """Every .sql file shipped in the ``sql`` directory of ``package`` (default: the collectors'), read once."""
+    root = resources.files(package) / "sql"
     out = []
     for entry in root.iterdir():
         parsed = parse_file(entry.name, entry.read_text(encoding="utf-8")) if entry.name.endswith(".sql") else None
@@ -89,5 +92,6 @@ def packaged_files() -> tuple[SqlFile, ...]:
     return tuple(out)
 
 
-def load(name: str, server_version_num: int, extensions: Mapping[str, str] | None = None) -> SqlFile:
-    return choose(packaged_files(), name, server_version_num, extensions)
+def load(name: str, server_version_num: int, extensions: Mapping[str, str] | None = None,
+         package: str = COLLECTORS_PACKAGE) -> SqlFile:
+    return choose(packaged_files(package), name, server_version_num, extensions)
