@@ -22,7 +22,7 @@ from pgwatch_cpa.collectors.postgres.common import setting_metric
 from pgwatch_cpa.collectors.postgres.pg_stat_statements import EXTENSION, normalise_text
 from pgwatch_cpa.collectors.postgres.sql import NoSqlForVersion, load
 from pgwatch_cpa.report.postgres_rules import TOP_STATEMENTS
-from pgwatch_cpa.secrets import REDACTOR
+from pgwatch_cpa.secrets import describe
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection
@@ -69,16 +69,6 @@ class Facts:
     texts: list[Row] = field(default_factory=list)
     per_database: dict[str, DatabaseFacts] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)  # database -> secret-free reason
-
-
-def describe(exc: BaseException) -> str:
-    """One secret-free line about an error."""
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    for secret in REDACTOR.secrets():
-        text = text.replace(secret, "****")
-    return f"{type(exc).__name__}: {text[:300]}"
 
 
 class Session:
