@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from html import escape
 
-from pgwatch_cpa.report.markdown import PREFERRED_SUMMARY, format_value, is_number, label, when
 from pgwatch_cpa.report.model import Report
+from pgwatch_cpa.report.view import PREFERRED_SUMMARY, format_value, is_number, label, when
 
 MAX_POINTS = 104  # two years of weekly reports
 MAX_CHARTS = 8  # per target

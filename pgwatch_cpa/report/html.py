@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from html import escape
 
 from pgwatch_cpa.report.charts import target_charts, timeline
-from pgwatch_cpa.report.markdown import (
+from pgwatch_cpa.report.model import Finding, Report
+from pgwatch_cpa.report.view import (
     TargetView,
     clean,
     diff_sections,
@@ -22,7 +23,6 @@ from pgwatch_cpa.report.markdown import (
     target_views,
     when,
 )
-from pgwatch_cpa.report.model import Finding, Report
 
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'"
 

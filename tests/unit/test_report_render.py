@@ -10,8 +10,9 @@ import pytest
 
 from pgwatch_cpa.report.diff import diff_reports, with_diff
 from pgwatch_cpa.report.html import render_html
-from pgwatch_cpa.report.markdown import MAX_FINDINGS, MAX_SQL, MAX_TEXT, render_markdown
+from pgwatch_cpa.report.markdown import render_markdown
 from pgwatch_cpa.report.model import Finding, Report, ReportFormatError, Scalar, TargetReport, report_from_json
+from pgwatch_cpa.report.view import MAX_FINDINGS, MAX_SQL, MAX_TEXT
 
 WEEK = 7 * 86400
 NOW = 1_796_029_200.0  # 2026-11-30 09:00 UTC
