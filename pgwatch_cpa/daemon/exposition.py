@@ -2,13 +2,18 @@
 
 Rendering tens of thousands of series costs tens of milliseconds in Python, so it happens when a snapshot
 changes (in a worker thread), not on every scrape; scrapes serve the cached bytes plus a few live self-metrics.
+
+A sample that cannot be rendered (a label value that is not a string: a collector bug) never makes /metrics
+answer 500: that render is redone family by family, the samples that fail are left out, logged once per family
+and counted in ``pgwatch_render_dropped_samples_total``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import platform
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from prometheus_client import (
     CollectorRegistry,
@@ -30,6 +35,8 @@ TEXT = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS = openmetrics.CONTENT_TYPE_LATEST
 _EOF = b"# EOF\n"
 
+log = logging.getLogger(__name__)
+
 # *_created series double the self-metrics and no dashboard or rule of ours reads them.
 disable_created_metrics()
 
@@ -48,6 +55,26 @@ class SnapshotCollector(Collector):
         yield from self.store.families()
 
 
+class _Families(Collector):
+    def __init__(self, families: Iterable[Metric]) -> None:
+        self.families = list(families)
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self.families)
+
+
+def _generate(registry: CollectorRegistry, openmetrics_format: bool) -> bytes:
+    if openmetrics_format:
+        return openmetrics.generate_latest(registry).removesuffix(_EOF)
+    return generate_latest(registry)
+
+
+def _generate_families(families: Iterable[Metric], openmetrics_format: bool) -> bytes:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Families(families))
+    return _generate(registry, openmetrics_format)
+
+
 class Exposition:
     """Caches the rendered snapshot per format, keyed by the store version."""
 
@@ -63,8 +90,12 @@ class Exposition:
                                         "Time to render the snapshot for /metrics.",
                                         buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
                                         registry=self.live_registry)
+        self.dropped_samples = Counter("pgwatch_render_dropped_samples",
+                                       "Samples left out of /metrics because they could not be rendered (a bug).",
+                                       registry=self.live_registry)
         self._cache: dict[bool, tuple[int, bytes]] = {}
         self._lock = asyncio.Lock()
+        self._logged_unrenderable: set[str] = set()
 
     async def refresh_forever(self) -> None:
         """Re-render the text format whenever the store changes (debounced), so scrapes find it ready."""
@@ -89,9 +120,39 @@ class Exposition:
             return body
 
     def _render(self, openmetrics_format: bool) -> bytes:
-        if openmetrics_format:
-            return openmetrics.generate_latest(self._snapshot_registry).removesuffix(_EOF)
-        return generate_latest(self._snapshot_registry)
+        try:
+            return _generate(self._snapshot_registry, openmetrics_format)
+        except Exception:  # a sample that cannot be rendered must not take every other one down with it
+            return self._render_salvaged(openmetrics_format)
+
+    def _render_salvaged(self, openmetrics_format: bool) -> bytes:
+        """Render family by family; of a family that fails, keep the samples that render on their own."""
+        kept = []
+        for family in SnapshotCollector(self.store).collect():
+            try:
+                _generate_families([family], openmetrics_format)
+            except Exception as exc:
+                kept.append(self._salvaged_family(family, exc, openmetrics_format))
+            else:
+                kept.append(family)
+        return _generate_families(kept, openmetrics_format)
+
+    def _salvaged_family(self, family: Metric, error: Exception, openmetrics_format: bool) -> Metric:
+        clean = Metric(family.name, family.documentation, family.type, family.unit)
+        for sample in family.samples:
+            one = Metric(family.name, family.documentation, family.type, family.unit)
+            one.samples.append(sample)
+            try:
+                _generate_families([one], openmetrics_format)
+            except Exception:
+                self.dropped_samples.inc()
+                continue
+            clean.samples.append(sample)
+        if family.name not in self._logged_unrenderable:
+            self._logged_unrenderable.add(family.name)
+            log.error("/metrics: samples of %s cannot be rendered (%s: %s) and are left out; this is a bug of the "
+                      "collector that wrote them", family.name, type(error).__name__, str(error)[:200])
+        return clean
 
     async def render(self, accept: str | None) -> tuple[bytes, str]:
         """The /metrics body and content type for a request's Accept header."""

@@ -3,7 +3,10 @@
 At most ``max_size`` connections are open at any time, across all databases; idle ones are kept for reuse in
 the next cycle. When a database needs a connection and the limit is reached, the least recently used idle
 connection of another database is closed first. Every connection is opened with
-``application_name=pgwatch-cpa`` and server-side ``statement_timeout`` / ``lock_timeout``, in autocommit mode.
+``application_name=pgwatch-cpa`` and server-side ``statement_timeout`` / ``lock_timeout``, in autocommit mode,
+with client_encoding UTF8 (a SQL_ASCII database's bytes as they are) and lenient text decoding
+(collectors/postgres/encoding.py): a value that is not valid UTF-8 arrives with U+FFFD replacement characters,
+never as an error or as ``bytes``.
 A connection that failed in a way that leaves its state unknown (broken, cancelled, inside a transaction) is
 closed, never reused.
 """
@@ -20,6 +23,8 @@ from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
+
+from pgwatch_cpa.collectors.postgres.encoding import CLIENT_ENCODING, use_lenient_text
 
 log = logging.getLogger(__name__)
 
@@ -139,12 +144,18 @@ class PgConnections:
         import psycopg
 
         kwargs: dict[str, Any] = {"autocommit": True, "application_name": APPLICATION_NAME,
-                                  "options": self._options, "connect_timeout": max(1, int(self._connect_timeout)),
-                                  **KEEPALIVES}
+                                  "client_encoding": CLIENT_ENCODING, "options": self._options,
+                                  "connect_timeout": max(1, int(self._connect_timeout)), **KEEPALIVES}
         if dbname:
             kwargs["dbname"] = dbname
         conn = await psycopg.AsyncConnection.connect(self._conninfo, **kwargs)
         self.opened += 1
+        try:
+            async with client_deadline(conn, self._connect_timeout):
+                await use_lenient_text(conn)
+        except BaseException:
+            await _close(conn)
+            raise
         return conn
 
     async def retain(self, databases: Iterable[str]) -> None:

@@ -16,10 +16,14 @@ from prometheus_client.core import Metric
 
 from pgwatch_cpa.collectors.base import Collector, CollectorDisabled
 from pgwatch_cpa.collectors.metric_set import MetricSet, merge_families
-from pgwatch_cpa.collectors.postgres.common import PgCollector
+from pgwatch_cpa.collectors.postgres.common import INVALID_UTF8, ROWS_SKIPPED, PgCollector, Skipped, skip_rows
+from pgwatch_cpa.collectors.postgres.encoding import lossy
 from pgwatch_cpa.daemon.poller import TargetPoller, describe
 
 log = logging.getLogger(__name__)
+
+DISCOVERY = "discovery"  # the collector label of the databases discovery skipped
+SKIPPED_SLOT = "_rows_skipped"  # the store slot of pgwatch_rows_skipped_total
 
 
 class PostgresPoller(TargetPoller):
@@ -44,6 +48,8 @@ class PostgresPoller(TargetPoller):
         self._missing_logged: set[str] = set()
         self._db_failed: set[tuple[str, str]] = set()
         self._probe_reused = False
+        self._discovery_state: dict[str, Any] = {}  # what discovery skipped (ROWS_SKIPPED), like a collector's
+        self._skips_logged: set[str] = set()  # reasons already logged: one WARNING per reason and target
 
     @property
     def probe_timeout(self) -> float:
@@ -92,10 +98,11 @@ class PostgresPoller(TargetPoller):
 
         s = self.settings
         if s.databases is None and s.discover is None:
-            return [self._database]
+            return self._connectable([self._database])
         cur = await conn.execute(load("pg_databases", self._server_version).text)
         existing = [row[0] for row in await cur.fetchall()]
         if s.databases is not None:
+            existing = [d for d in existing if not lossy(d)]  # the configuration cannot name them
             for name in s.databases:
                 if name not in existing and name not in self._missing_logged:
                     self._missing_logged.add(name)
@@ -103,7 +110,36 @@ class PostgresPoller(TargetPoller):
                                 self.name, name)
             return [name for name in s.databases if name in existing]
         include, exclude = re.compile(s.discover.include), s.discover.exclude and re.compile(s.discover.exclude)
-        return [d for d in existing if include.fullmatch(d) and not (exclude and exclude.fullmatch(d))]
+        return self._connectable([d for d in existing
+                                  if include.fullmatch(d) and not (exclude and exclude.fullmatch(d))])
+
+    def _connectable(self, names: list[str]) -> list[str]:
+        """``names`` without those that are not valid UTF-8: decoded with U+FFFD, they name no database we could
+        connect to. Each is skipped and counted, every cycle (before, it failed the probe: a false pg_up 0)."""
+        for name in names:
+            if lossy(name):
+                skip_rows(self._discovery_state, INVALID_UTF8,
+                          f"database name {name!a} is not valid UTF-8; it cannot be connected to by name "
+                          "and is not polled")
+        return [name for name in names if not lossy(name)]
+
+    def _publish_own_metrics(self) -> None:
+        super()._publish_own_metrics()
+        out = MetricSet({"target": self.name})
+        sources = [(DISCOVERY, self._discovery_state), *((c.name, self._state[c.name]) for c in self.collectors)]
+        for collector, state in sources:
+            skipped: dict[str, Skipped] = state.get(ROWS_SKIPPED, {})
+            for reason, entry in sorted(skipped.items()):
+                if reason not in self._skips_logged:
+                    self._skips_logged.add(reason)
+                    log.warning("target %s: %s skipped a row: %s; rows skipped for this reason are counted in "
+                                "pgwatch_rows_skipped_total{reason=\"%s\"} and not logged again", self.name,
+                                "discovery" if collector == DISCOVERY else f"collector {collector}", entry.example,
+                                reason)
+                out.counter("pgwatch_rows_skipped_total",
+                            "Rows not exported because a value could not be used (not valid UTF-8, not convertible).",
+                            entry.count, {"collector": collector, "reason": reason})
+        self.store.put(self.name, SKIPPED_SLOT, out.families())
 
     @asynccontextmanager
     async def context(self, collector: Collector, database: str | None = None) -> AsyncIterator[Any]:

@@ -1,13 +1,52 @@
-"""What the PostgreSQL collectors share: the base class, running a versioned query, number conversions."""
+"""What the PostgreSQL collectors share: the base class, running a versioned query, number conversions, and
+skipping (and counting) a row whose values cannot be exported."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from pgwatch_cpa.collectors.base import Collector, CollectorDisabled, PgContext
+from pgwatch_cpa.collectors.postgres.encoding import lossy
 from pgwatch_cpa.collectors.postgres.sql import NoSqlForVersion, load
+
+# Why a row was skipped (the reason label of pgwatch_rows_skipped_total).
+INVALID_UTF8 = "invalid_utf8"  # a name or label value that is not valid UTF-8 (it decoded with U+FFFD)
+UNCONVERTIBLE_TEXT = "unconvertible_text"  # the server could not convert a text to the database's encoding
+ROWS_SKIPPED = "rows_skipped"  # the key of the skips in a collector's per-target state
+
+
+@dataclass
+class Skipped:
+    """Rows a collector skipped for one reason since the daemon started, and the first one, for the log."""
+
+    count: int = 0
+    example: str = ""
+
+
+def skip_rows(state: dict[str, Any], reason: str, example: str, count: int = 1) -> None:
+    """Count rows skipped for ``reason`` in a collector's (or the poller's) per-target ``state``.
+
+    The PostgreSQL poller exports the counts as ``pgwatch_rows_skipped_total{collector,reason}`` and logs the first
+    ``example`` of each reason once per target.
+    """
+    entry = state.setdefault(ROWS_SKIPPED, {}).setdefault(reason, Skipped(example=example))
+    entry.count += count
+
+
+def exportable(ctx: PgContext, what: str, *values: Any) -> bool:
+    """False (and the row counted as skipped) if a value the row is labelled with is not valid UTF-8.
+
+    Such a value decoded with replacement characters: it is not the server's name, and two different names may
+    decode to the same one, so it would make a wrong or duplicate series.
+    """
+    if not lossy(*values):
+        return True
+    shown = ", ".join(ascii(v) for v in values)
+    skip_rows(ctx.state, INVALID_UTF8, f"{what} {shown} is not valid UTF-8")
+    return False
 
 
 class PgCollector(Collector):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pgwatch_cpa.collectors.base import PgContext
 from pgwatch_cpa.collectors.metric_set import MetricSet
-from pgwatch_cpa.collectors.postgres.common import PgCollector, fetch
+from pgwatch_cpa.collectors.postgres.common import PgCollector, exportable, fetch
 
 
 class DatabaseSizeCollector(PgCollector):
@@ -13,6 +13,8 @@ class DatabaseSizeCollector(PgCollector):
 
     async def collect(self, ctx: PgContext, out: MetricSet) -> None:
         for r in await fetch(ctx, "pg_database_size"):
-            if r["size_bytes"] is not None:  # NULL: dropped while we measured
+            if r["size_bytes"] is None:  # dropped while we measured
+                continue
+            if exportable(ctx, "database name", r["datname"]):
                 out.gauge("pg_database_size_bytes", "Disk space used by the database.", r["size_bytes"],
                           {"datname": r["datname"]})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pgwatch_cpa.collectors.base import PgContext
 from pgwatch_cpa.collectors.metric_set import MetricSet
-from pgwatch_cpa.collectors.postgres.common import PgCollector, fetch
+from pgwatch_cpa.collectors.postgres.common import PgCollector, exportable, fetch
 
 
 class LocksCollector(PgCollector):
@@ -13,9 +13,10 @@ class LocksCollector(PgCollector):
     async def collect(self, ctx: PgContext, out: MetricSet) -> None:
         waiting = 0.0
         for r in await fetch(ctx, "pg_locks"):
-            out.gauge("pg_locks", "Locks held or awaited, by database ('' for cluster-wide), mode and granted.",
-                      r["locks"], {"datname": r["datname"], "mode": r["mode"],
-                                   "granted": "true" if r["granted"] else "false"})
             if not r["granted"]:
                 waiting += r["locks"]
+            if exportable(ctx, "database name", r["datname"]):
+                out.gauge("pg_locks", "Locks held or awaited, by database ('' for cluster-wide), mode and granted.",
+                          r["locks"], {"datname": r["datname"], "mode": r["mode"],
+                                       "granted": "true" if r["granted"] else "false"})
         out.gauge("pg_locks_waiting", "Lock requests not granted yet.", waiting)

@@ -6,7 +6,8 @@ from collections import defaultdict
 
 from pgwatch_cpa.collectors.base import PgContext
 from pgwatch_cpa.collectors.metric_set import MetricSet
-from pgwatch_cpa.collectors.postgres.common import PgCollector, fetch, num, top_n_with_other
+from pgwatch_cpa.collectors.postgres.common import PgCollector, exportable, fetch, num, top_n_with_other
+from pgwatch_cpa.collectors.postgres.encoding import lossy
 
 IDLE_IN_TRANSACTION = ("idle in transaction", "idle in transaction (aborted)")
 
@@ -27,9 +28,11 @@ class ActivityCollector(PgCollector):
         long_running = blocked = total = 0.0
         for r in rows:
             n = float(r["connections"])
-            total += n
-            by_db_state[(r["datname"], r["state"])] += n
-            by_app[r["application_name"]] += n
+            total += n  # a row skipped below still counts here: the connections are real
+            if exportable(ctx, "database name", r["datname"]):
+                by_db_state[(r["datname"], r["state"])] += n
+            # The server cleans application_name to ASCII; should one arrive invalid, it joins the rest.
+            by_app["other" if lossy(r["application_name"]) else r["application_name"]] += n
             if r["state"] == "active":
                 by_wait[r["wait_event_type"]] += n
             if r["oldest_xact_age"] is not None:

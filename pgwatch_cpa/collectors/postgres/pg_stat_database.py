@@ -6,7 +6,7 @@ from typing import Any
 
 from pgwatch_cpa.collectors.base import PgContext
 from pgwatch_cpa.collectors.metric_set import MetricSet
-from pgwatch_cpa.collectors.postgres.common import PgCollector, fetch, ms, num
+from pgwatch_cpa.collectors.postgres.common import PgCollector, exportable, fetch, ms, num
 
 _COUNTERS: tuple[tuple[str, str, str, Any], ...] = (
     ("xact_commit_total", "Transactions committed.", "xact_commit", num),
@@ -41,6 +41,8 @@ class DatabaseCollector(PgCollector):
 
     async def collect(self, ctx: PgContext, out: MetricSet) -> None:
         for r in await fetch(ctx, "pg_stat_database"):
+            if not exportable(ctx, "database name", r["datname"]):
+                continue
             labels = {"datname": r["datname"]}
             out.gauge("pg_stat_database_numbackends", "Backends connected to the database.", r["numbackends"],
                       labels)

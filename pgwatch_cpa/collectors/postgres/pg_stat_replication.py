@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pgwatch_cpa.collectors.base import PgContext
 from pgwatch_cpa.collectors.metric_set import MetricSet
-from pgwatch_cpa.collectors.postgres.common import PgCollector, fetch, num
+from pgwatch_cpa.collectors.postgres.common import PgCollector, exportable, fetch, num
 
 
 class ReplicationCollector(PgCollector):
@@ -19,6 +19,8 @@ class ReplicationCollector(PgCollector):
                       "Standby: seconds since the last replayed transaction (0 when all received WAL is replayed).",
                       num(role["replay_lag_seconds"]) or 0.0)
         for r in await fetch(ctx, "pg_stat_replication"):
+            if not exportable(ctx, "replica application_name", r["application_name"]):
+                continue  # the server cleans application_name to ASCII: should not happen
             labels = {"application_name": r["application_name"], "client_addr": r["client_addr"]}
             out.info("pg_stat_replication_info", "A connected replica and its state.", {**labels, "state": r["state"]})
             for kind in ("write", "flush", "replay"):
@@ -29,6 +31,8 @@ class ReplicationCollector(PgCollector):
                 out.gauge("pg_stat_replication_lag_bytes", "WAL bytes not yet replayed by the replica.",
                           r["lag_bytes"], labels)
         for r in await fetch(ctx, "pg_replication_slots"):
+            if not exportable(ctx, "replication slot name", r["slot_name"]):
+                continue  # slot names are [a-z0-9_]: should not happen
             labels = {"slot_name": r["slot_name"], "slot_type": r["slot_type"]}
             out.gauge("pg_replication_slots_active", "1 if a consumer is connected to the slot.",
                       1.0 if r["active"] else 0.0, labels)

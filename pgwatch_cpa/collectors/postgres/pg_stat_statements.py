@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 from pgwatch_cpa.collectors.base import CollectorDisabled, PgContext
 from pgwatch_cpa.collectors.metric_set import MetricSet
-from pgwatch_cpa.collectors.postgres.common import PgCollector, fetch, ms, num
+from pgwatch_cpa.collectors.postgres.common import (
+    UNCONVERTIBLE_TEXT,
+    PgCollector,
+    exportable,
+    fetch,
+    ms,
+    num,
+    skip_rows,
+)
 
 EXTENSION = "pg_stat_statements"
+# After the server failed to convert a statement text, texts are read again this much later at the earliest:
+# pg_stat_statements(true) reads the whole text file, and fails for as long as that statement stays.
+TEXT_RETRY_SECONDS = 300.0
 
 # (metric, help, column, converter) for the cumulative columns; times are reported in ms.
 _COUNTERS: tuple[tuple[str, str, str, Any], ...] = (
@@ -87,7 +99,9 @@ class StatementsCollector(PgCollector):
             if isinstance(exc, psycopg.errors.ObjectNotInPrerequisiteState):
                 raise CollectorDisabled(str(exc).splitlines()[0]) from None
             raise
-        top = [r for r in rows if r["kind"] == "top"]
+        # A statement of a database or role whose name is not valid UTF-8 cannot be labelled: it joins 'other'.
+        top = [r for r in rows
+               if r["kind"] == "top" and exportable(ctx, "statement's database and role", r["datname"], r["user"])]
         totals = next(r for r in rows if r["kind"] == "all")
         for r in [*top, other_row(totals, top)]:
             labels = {"queryid": r["queryid"], "datname": r["datname"], "user": r["user"]}
@@ -135,15 +149,39 @@ class StatementsCollector(PgCollector):
 
     async def _texts(self, ctx: PgContext, out: MetricSet, rows: list[dict[str, Any]], top_ids: list[str],
                      schema: str) -> None:
-        """Opt-in: normalised, truncated text of the top-N statements; cached, as a queryid's text is fixed."""
+        """Opt-in: normalised, truncated text of the top-N statements; cached, as a queryid's text is fixed.
+
+        A text that is not valid UTF-8 (a statement of a SQL_ASCII database, read from one) arrives with U+FFFD
+        and is exported so: the queryid identifies the series. One that the server cannot convert to the encoding
+        of our database (invalid UTF-8 read from a UTF-8 database) fails pg_stat_statements(true) as a whole, for
+        every statement: the numbers are exported, cached texts too, the others are counted as skipped.
+        """
+        import psycopg
+
         cache: dict[str, str] = ctx.state.setdefault("texts", {})
         missing = [q for q in top_ids if q not in cache]
-        if missing:
-            for r in await fetch(ctx, "pg_stat_statements_text", {"queryids": [int(q) for q in missing]},
-                                 schema=schema):
+        failed: tuple[float, str] | None = ctx.state.get("texts_failed")  # (retry at, why)
+        if missing and (failed is None or time.monotonic() >= failed[0]):
+            try:
+                texts = await fetch(ctx, "pg_stat_statements_text", {"queryids": [int(q) for q in missing]},
+                                    schema=schema)
+            except (psycopg.errors.CharacterNotInRepertoire, psycopg.errors.UntranslatableCharacter) as exc:
+                why = (str(exc).splitlines() or [type(exc).__name__])[0]
+                failed = ctx.state["texts_failed"] = (time.monotonic() + TEXT_RETRY_SECONDS, why)
+                texts = []
+            else:
+                failed = ctx.state["texts_failed"] = None
+            for r in texts:
                 cache[r["queryid"]] = normalise_text(r["query"] or "", ctx.settings.query_text_max_length)
         for stale in set(cache) - set(top_ids):
             del cache[stale]
+        unread = sum(1 for q in top_ids if q not in cache)
+        if failed is not None and unread:
+            skip_rows(ctx.state, UNCONVERTIBLE_TEXT,
+                      f"statement texts: pg_stat_statements(true) fails in database {ctx.database!r} ({failed[1]}; "
+                      "a statement of a SQL_ASCII database?); their numbers are exported, the texts not yet read "
+                      f"are retried every {TEXT_RETRY_SECONDS:.0f} s (pg_stat_statements_reset() clears it)",
+                      unread)
         for r in rows:
             if r["kind"] == "top" and r["queryid"] in cache:
                 out.info("pg_stat_statements_query_info",

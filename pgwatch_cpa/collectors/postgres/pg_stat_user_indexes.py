@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pgwatch_cpa.collectors.base import PgContext
 from pgwatch_cpa.collectors.metric_set import MetricSet
-from pgwatch_cpa.collectors.postgres.common import PgCollector, fetch, num
+from pgwatch_cpa.collectors.postgres.common import PgCollector, exportable, fetch, num
 
 
 class IndexesCollector(PgCollector):
@@ -28,6 +28,8 @@ class IndexesCollector(PgCollector):
                 out.counter("pg_indexes_idx_scan_total", "Index scans, all indexes of the database.",
                             num(r["idx_scan"]) or 0.0, db)
                 continue
+            if not exportable(ctx, "index name", r["schemaname"], r["relname"], r["indexrelname"]):
+                continue  # still in the database's totals
             labels = {**db, "schemaname": r["schemaname"], "relname": r["relname"],
                       "indexrelname": r["indexrelname"]}
             size = num(r["size_bytes"]) or 0.0

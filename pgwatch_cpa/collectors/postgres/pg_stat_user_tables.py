@@ -7,7 +7,7 @@ from typing import Any
 
 from pgwatch_cpa.collectors.base import PgContext
 from pgwatch_cpa.collectors.metric_set import MetricSet
-from pgwatch_cpa.collectors.postgres.common import PgCollector, fetch, num
+from pgwatch_cpa.collectors.postgres.common import PgCollector, exportable, fetch, num
 
 _COUNTERS: tuple[tuple[str, str, str], ...] = (
     ("seq_scan_total", "Sequential scans.", "seq_scan"),
@@ -58,6 +58,8 @@ class TablesCollector(PgCollector):
             if r["kind"] == "total":
                 self._totals(out, r, db)
                 continue
+            if not exportable(ctx, "table name", r["schemaname"], r["relname"]):
+                continue  # still in the database's totals
             labels = {**db, "schemaname": r["schemaname"], "relname": r["relname"]}
             if r["kind"] == "heavy":
                 out.gauge("pg_stat_user_tables_seq_scan_heavy",

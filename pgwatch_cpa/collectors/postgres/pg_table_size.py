@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pgwatch_cpa.collectors.base import PgContext
 from pgwatch_cpa.collectors.metric_set import MetricSet
-from pgwatch_cpa.collectors.postgres.common import PgCollector, fetch, num
+from pgwatch_cpa.collectors.postgres.common import PgCollector, exportable, fetch, num
 
 
 class TableSizeCollector(PgCollector):
@@ -26,6 +26,8 @@ class TableSizeCollector(PgCollector):
                           "from pg_class.relpages as of the last VACUUM/ANALYZE.",
                           num(r["index_bytes"]) or 0.0, db)
                 continue
+            if not exportable(ctx, "table name", r["schemaname"], r["relname"]):
+                continue  # still in the database's totals
             labels = {**db, "schemaname": r["schemaname"], "relname": r["relname"]}
             if r["table_bytes"] is not None:
                 out.gauge("pg_table_size_bytes", "Disk space of the table (heap, TOAST, FSM, VM).",
