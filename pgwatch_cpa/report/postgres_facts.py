@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pgwatch_cpa.collectors.postgres.common import setting_metric
+from pgwatch_cpa.collectors.postgres.encoding import CLIENT_ENCODING, lossy, use_lenient_text
 from pgwatch_cpa.collectors.postgres.pg_stat_statements import EXTENSION, normalise_text
 from pgwatch_cpa.collectors.postgres.sql import NoSqlForVersion, load
 from pgwatch_cpa.report.postgres_rules import TOP_STATEMENTS
@@ -102,12 +103,15 @@ async def session(target: PostgresTarget, dbname: str | None = None,
     options = (f"-c statement_timeout={int(float(target.statement_timeout) * 1000)} "
                f"-c lock_timeout={int(float(target.lock_timeout) * 1000)}")
     kwargs: dict[str, Any] = {"autocommit": True, "application_name": APPLICATION_NAME, "options": options,
-                              "connect_timeout": max(1, int(target.connect_timeout))}
+                              "connect_timeout": max(1, int(target.connect_timeout)),
+                              "client_encoding": CLIENT_ENCODING}
     if dbname:
         kwargs["dbname"] = dbname
     async with asyncio.timeout(float(target.connect_timeout) + CLIENT_MARGIN):
         conn = await psycopg.AsyncConnection.connect(target.conninfo, **kwargs)
     try:
+        async with asyncio.timeout(float(target.connect_timeout) + CLIENT_MARGIN):
+            await use_lenient_text(conn)  # hostile names and texts decode with U+FFFD, never as bytes or errors
         yield Session(conn, target, extensions or {})
     finally:
         with contextlib.suppress(Exception):
@@ -153,7 +157,8 @@ def _settings(rows: list[Row]) -> dict[str, float]:
 
 def discover(target: PostgresTarget, databases: list[Row], own: str) -> tuple[list[str], list[str]]:
     """The databases to read, as the poller chooses them, and the configured ones that cannot be read."""
-    existing = [d["datname"] for d in databases if d["discoverable"]]
+    # a name that is not valid UTF-8 cannot be connected to by its decoded form: the poller skips it too
+    existing = [d["datname"] for d in databases if d["discoverable"] and not lossy(d["datname"])]
     if target.databases is None and target.discover is None:
         return [own], []
     if target.databases is not None:

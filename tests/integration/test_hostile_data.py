@@ -317,3 +317,15 @@ async def test_a_sample_that_cannot_be_rendered_leaves_the_rest_of_metrics(caplo
     samples = parse((await exposition.render(None))[0].decode())
     assert find(samples, "pgwatch_render_dropped_samples_total")[0] >= 1
     assert len([r for r in caplog.records if "pg_broken" in r.getMessage()]) == 1
+
+
+async def test_the_report_reads_sql_ascii_and_non_utf8_databases(pg, bad_database):
+    """The report connects like the daemon: a SQL_ASCII database and a non-UTF-8 name lose nothing else."""
+    from pgwatch_cpa.report.postgres import postgres_target_report
+
+    report = await postgres_target_report(settings(pg, dbname=ASCII_DB, discover={"include": "hostile_.*|bad.*"}))
+    assert report.error is None
+    assert report.summary["databases"] == 2, report.summary  # the two hostile_ databases; the bad name skipped
+    assert not report.summary.get("databases_failed"), report.summary
+    names = {f.object for f in report.findings}
+    assert all(isinstance(n, str) for n in names if n is not None)
