@@ -17,6 +17,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -47,6 +48,7 @@ class Demo:
         self.lines: list[str] = []
         self.sandbox_dirs: set[Path] = set()
         self.metrics_text = ""
+        self.report: dict = {}
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
@@ -79,6 +81,8 @@ class Demo:
                 break
             time.sleep(0.5)
         if self.proc.poll() is None:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/report?format=json", timeout=120) as response:
+                self.report = orjson.loads(response.read())
             self.proc.send_signal(signal.SIGINT)
         try:
             code = self.proc.wait(60)
@@ -176,6 +180,19 @@ def test_metrics_are_plausible(demos):
     assert utilisation and all(0 < u <= 1 for u in utilisation)
     calls = _sample(text, "pg_stat_statements_calls_total")
     assert calls and sum(calls) > 0
+
+
+def test_the_report_shows_what_the_scenarios_did(demos):
+    """/report (the banner points at it) reads the demo's databases with its least-privilege role after the
+    scenarios: the slow and long statements they ran are among its findings, and nothing is unreachable."""
+    report = demos[0].report
+    assert report.get("schema_version") == 1, report
+    postgres = [t for t in report["targets"] if t["kind"] == "postgres"]
+    assert postgres and all(t["status"] != "unreachable" for t in report["targets"]), report["targets"]
+    kinds = {f["kind"] for t in postgres for f in t["findings"]}
+    assert "slow_statement" in kinds, kinds
+    assert postgres[0]["summary"]["total_queries"] > 0
+    assert f"http://127.0.0.1:{demos[0].port}/report" in demos[0].output()
 
 
 def test_nothing_survives(demos):
