@@ -41,6 +41,26 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_export_assets(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pgwatch_cpa import shipped
+
+    dest = Path(args.to)
+    try:
+        written = shipped.export(dest)
+    except OSError as exc:
+        raise PgwatchError(f"cannot write to {dest}: {exc.strerror or exc}") from None
+    except shipped.MissingAssetError as exc:
+        raise PgwatchError(f"{exc} (a broken install: reinstall pgwatch-cpa)") from None
+    for path in written:
+        print(path)
+    print(f"wrote {len(written)} files under {dest}: Prometheus `rule_files: [{dest / shipped.RULES}]`; Grafana "
+          f"provisioning in {dest / 'grafana' / 'provisioning'}, dashboards in {dest / 'grafana' / 'dashboards'}",
+          file=sys.stderr)
+    return EXIT_OK
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -141,6 +161,12 @@ def build_parser() -> argparse.ArgumentParser:
     check = add("check-config", help="validate a config file (exit 0 valid, 2 invalid)")
     check.add_argument("file")
     check.set_defaults(func=_cmd_check_config)
+
+    export = add("export-assets", help="write the shipped alerts.yml and Grafana dashboards and provisioning out for "
+                 "Prometheus and Grafana")
+    export.add_argument("--to", required=True, metavar="DIR", help="directory (created if missing): alerts.yml, "
+                        "grafana/dashboards/*.json, grafana/provisioning/**; files of the same names are replaced")
+    export.set_defaults(func=_cmd_export_assets)
 
     report = add("report", help="the performance review: findings with the exact SQL or setting (exit 0 report, "
                  "1 no target readable, 2 bad input)")

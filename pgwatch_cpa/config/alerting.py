@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
+from pgwatch_cpa import shipped
 from pgwatch_cpa.config.base import Duration, Name, StrictModel, environ_of, read_secret
 
 
@@ -95,9 +96,11 @@ class AlertingSettings(StrictModel):
     @field_validator("rules")
     @classmethod
     def _relative_to_config(cls, paths: list[Path], info: ValidationInfo) -> list[Path]:
-        # Like Prometheus's rule_files: relative paths are relative to the config file.
+        # Like Prometheus's rule_files: relative paths are relative to the config file. ``builtin:alerts.yml``
+        # names the rule file shipped in the package (pgwatch_cpa.shipped), wherever it is installed.
         base = (info.context or {}).get("base_dir") or Path.cwd()
-        resolved = [p if p.is_absolute() else Path(base) / p for p in paths]
+        resolved = [shipped.resolve_builtin(p) if shipped.is_builtin(p) else p if p.is_absolute() else Path(base) / p
+                    for p in paths]
         missing = [str(p) for p in resolved if not p.is_file()]
         if missing:
             raise ValueError(f"rule file not found: {', '.join(missing)}")

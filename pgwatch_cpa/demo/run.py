@@ -28,6 +28,7 @@ import yaml
 from psycopg import sql
 
 import pgwatch_cpa
+from pgwatch_cpa import shipped
 from pgwatch_cpa.alerts.rules import parse_prometheus_duration
 from pgwatch_cpa.config import settings_from_mapping
 from pgwatch_cpa.cpa.schema.migrate import migrate
@@ -57,7 +58,7 @@ FULL_SCRAPE = ("pg_stat_statements_calls_total", "cpa_cache_requests_total", "re
 
 
 class DemoError(PgwatchError):
-    """The demo cannot start (no alerts.yml, unusable data directory)."""
+    """The demo cannot start (alerts.yml missing from the install, unusable data directory)."""
 
 
 @dataclass(frozen=True)
@@ -72,11 +73,11 @@ class DemoOptions:
 
 
 def shipped_rules() -> Path:
-    path = Path(pgwatch_cpa.__file__).resolve().parents[1] / "alerts.yml"
-    if not path.is_file():
-        raise DemoError(f"the shipped alert rules are missing: {path} (the demo runs from a source checkout or an "
-                        "editable install, where alerts.yml sits beside the pgwatch_cpa package)")
-    return path
+    """The alerts.yml shipped in the package (a wheel or a checkout alike): what ``builtin:alerts.yml`` names."""
+    try:
+        return shipped.rules_path()
+    except shipped.MissingAssetError as exc:
+        raise DemoError(f"{exc} (a broken install: reinstall pgwatch-cpa)") from None
 
 
 def shorten_rules(source: Path, dest: Path, cap: float) -> int:
@@ -170,7 +171,8 @@ Prometheus (prometheus.yml):
       scrape_interval: 15s
       static_configs: [{{targets: ['{host}']}}]
 Grafana: import grafana/dashboards/*.json, or provision them with grafana/provisioning/ (see grafana/README.md,
-  "Provisioning"); PROMETHEUS_URL is the Prometheus above.
+  "Provisioning"); PROMETHEUS_URL is the Prometheus above. `pgwatch-cpa export-assets --to DIR` writes the
+  rules and both grafana/ folders out, from this installation.
 Ctrl-C stops everything (servers and temp dirs included).
 """
 
