@@ -20,11 +20,13 @@ EXIT_OK, EXIT_FAILURE, EXIT_INVALID = 0, 1, 2
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from pgwatch_cpa.config import load_settings
+    from pgwatch_cpa.config.secret_files import warn_exposed_secret_files
     from pgwatch_cpa.daemon.lifecycle import limit_malloc_arenas, run_daemon
 
     overrides = {"PGWATCH_LISTEN": args.listen} if args.listen else {}
     settings = load_settings(args.config, environ=_environ(overrides))
     _setup_logging(args, settings)
+    warn_exposed_secret_files(settings)  # one WARNING per secret file readable by group or others
     limit_malloc_arenas()
     asyncio.run(run_daemon(settings))
     return EXIT_OK
