@@ -8,6 +8,7 @@ import logging
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from pgwatch_cpa import __version__
 from pgwatch_cpa.alerts.rules import RuleError
@@ -16,6 +17,7 @@ from pgwatch_cpa.errors import ConfigError, PgwatchError
 log = logging.getLogger("pgwatch_cpa")
 
 EXIT_OK, EXIT_FAILURE, EXIT_INVALID = 0, 1, 2
+T = TypeVar("T")
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -24,7 +26,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from pgwatch_cpa.daemon.lifecycle import limit_malloc_arenas, run_daemon
 
     overrides = {"PGWATCH_LISTEN": args.listen} if args.listen else {}
-    settings = load_settings(args.config, environ=_environ(overrides))
+    settings = _loading(args.config, lambda: load_settings(args.config, environ=_environ(overrides)))
     _setup_logging(args, settings)
     warn_exposed_secret_files(settings)  # one WARNING per secret file readable by group or others
     limit_malloc_arenas()
@@ -36,8 +38,8 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     from pgwatch_cpa.config import load_settings
     from pgwatch_cpa.daemon.alerting import load_rule_files
 
-    settings = load_settings(args.file)
-    rules = load_rule_files(settings.alerting.rules, settings.interval)
+    settings = _loading(args.file, lambda: load_settings(args.file))
+    rules = _loading(args.file, lambda: load_rule_files(settings.alerting.rules, settings.interval))
     print(f"{args.file}: OK ({len(settings.postgres)} postgres, {len(settings.redis)} redis targets, "
           f"{sum(1 for _ in rules.rules())} alert rules)")
     return EXIT_OK
@@ -126,6 +128,29 @@ def _cmd_workload(args: argparse.Namespace) -> int:
     report = asyncio.run(run())
     print(report.table())
     return EXIT_FAILURE if report.failed else EXIT_OK
+
+
+def _loading(source: str, load: Callable[[], T]) -> T:
+    """Run a config or rule loader. Bad input is its ConfigError or RuleError (exit 2, every problem listed);
+    anything else is a bug in the loader: one line naming it (secrets masked), exit 1, never a traceback."""
+    try:
+        return load()
+    except PgwatchError:
+        raise
+    except Exception as exc:
+        from pgwatch_cpa.secrets import REDACTOR
+
+        detail = REDACTOR.redact(" ".join(str(exc).split()))[:300]
+        raise PgwatchError(f"{source}: could not be loaded: internal error {type(exc).__name__}: {detail} "
+                           "(a bug in pgwatch-cpa: please report it)") from None
+
+
+def _first_problems(problems: Sequence[str], limit: int = 50, width: int = 500) -> str:
+    """A file with 100,000 problems prints the first ``limit`` (each clipped to ``width``), then a count."""
+    lines = [p if len(p) <= width else f"{p[:width]}... ({len(p):,} characters)" for p in problems[:limit]]
+    if len(problems) > limit:
+        lines.append(f"... and {len(problems) - limit:,} more")
+    return "\n".join(f"  {line}" for line in lines)
 
 
 def _environ(overrides: dict[str, str]) -> dict[str, str]:
@@ -224,8 +249,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
-    except (ConfigError, RuleError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except ConfigError as exc:
+        print(f"error: {exc.source}: {len(exc.problems):,} problem(s)", file=sys.stderr)
+        print(_first_problems(exc.problems), file=sys.stderr)
+        return EXIT_INVALID
+    except RuleError as exc:
+        print(f"error: {exc}", file=sys.stderr)  # its message lists at most the first 50 problems
         return EXIT_INVALID
     except PgwatchError as exc:
         print(f"error: {exc}", file=sys.stderr)

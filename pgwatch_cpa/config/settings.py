@@ -6,6 +6,7 @@ Secrets (DSN passwords, password files) are resolved here and never appear in me
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -24,8 +25,9 @@ from pydantic import (
 )
 
 from pgwatch_cpa.config.alerting import AlertingSettings
-from pgwatch_cpa.config.base import Duration, Name, StrictModel, environ_of, read_secret
+from pgwatch_cpa.config.base import Duration, Name, StrictModel, between, environ_of, read_secret
 from pgwatch_cpa.config.report import ReportSettings, receiver_problems
+from pgwatch_cpa.config.yamlfile import YamlFileError, read_yaml
 from pgwatch_cpa.errors import ConfigError
 from pgwatch_cpa.secrets import REDACTOR, mask_dsn, mask_url
 
@@ -33,20 +35,40 @@ from pgwatch_cpa.secrets import REDACTOR, mask_dsn, mask_url
 NON_CONFIG_ENV = {"PGWATCH_PG_BINDIR", "PGWATCH_REDIS_SERVER", "PGWATCH_REQUIRE_ALL", "PGWATCH_SANDBOX_USER"}
 _ENV_PREFIX = "PGWATCH_"
 _UNION_TAGS = {"webhook", "alertmanager"}
+MAX_CONFIG_BYTES = 1024 * 1024
+
+# Bounds of the intervals (documented in config.example.yaml): below 1 s a target is polled harder than any
+# dashboard needs; above 1 h (1 d for a single collector) pg_up and the alerts describe the past.
+TargetInterval = Annotated[Duration, between("1s", "1h")]
+CollectorInterval = Annotated[Duration, between("1s", "1d")]
 
 
 class CollectorSettings(StrictModel):
     enabled: bool = True
-    interval: Duration | None = None
+    interval: CollectorInterval | None = None
 
 
 def _check_regex(value: str | None) -> str | None:
+    """A regex of RE2's (Go's) syntax, the linear-time engine that matches it at run time (DiscoverSettings)."""
     if value is not None:
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"not a valid regular expression: {exc}") from None
+        if not isinstance(value, str):
+            raise ValueError("expected a regular expression (a string)")
+        compile_re2(value, "not a valid regular expression")
     return value
+
+
+@functools.lru_cache(maxsize=64)
+def compile_re2(pattern: str, what: str) -> Any:
+    """``pattern`` anchored at both ends (as Prometheus anchors its regexes), compiled by RE2."""
+    import re2
+
+    options = re2.Options()
+    options.log_errors = False  # the error is raised to us; RE2 would also print it to stderr
+    try:
+        return re2.compile(f"^(?:{pattern})$", options)
+    except re2.error as exc:
+        detail = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else exc
+        raise ValueError(f"{what}: {detail} (RE2 syntax: no backreferences or lookaround)") from None
 
 
 Regex = Annotated[str, BeforeValidator(_check_regex)]
@@ -58,16 +80,22 @@ class DiscoverSettings(StrictModel):
     include: Regex = ".*"
     exclude: Regex | None = None
 
+    def matches(self, database: str) -> bool:
+        """True if ``database`` fully matches include and not exclude (RE2: linear time whatever the name)."""
+        include = compile_re2(self.include, "include")
+        exclude = compile_re2(self.exclude, "exclude") if self.exclude is not None else None
+        return include.search(database) is not None and (exclude is None or exclude.search(database) is None)
+
 
 class PostgresTarget(StrictModel):
     name: Name
     dsn: str | None = Field(default=None, repr=False)
     dsn_env: str | None = None
     password_file: Path | None = None
-    interval: Duration | None = None
-    connect_timeout: Duration = 5.0
-    statement_timeout: Duration = 5.0
-    lock_timeout: Duration = 0.1
+    interval: TargetInterval | None = None
+    connect_timeout: Annotated[Duration, between("500ms", "1m")] = 5.0
+    statement_timeout: Annotated[Duration, between("100ms", "10m")] = 5.0
+    lock_timeout: Annotated[Duration, between("10ms", "1m")] = 0.1
     max_connections: Annotated[int, Field(ge=1, le=10)] = 2
     collectors: dict[str, CollectorSettings] = Field(default_factory=dict)
     # Databases for the per-database collectors (tables, indexes, table_size): a list, or discovery; neither
@@ -76,9 +104,12 @@ class PostgresTarget(StrictModel):
     discover: DiscoverSettings | None = None
     top_n: Annotated[int, Field(ge=1, le=10000)] = 100  # statements, tables, indexes exported per database
     application_top_n: Annotated[int, Field(ge=1, le=1000)] = 10  # application_name values, rest "other"
-    long_query_threshold: Duration = 300.0  # pg_stat_activity: non-idle query running longer than this
-    idle_in_transaction_threshold: Duration = 300.0  # pg_stat_activity: idle in transaction longer than this
-    slow_query_threshold: Duration = 1.0  # pg_stat_statements: mean execution time above this
+    # pg_stat_activity: non-idle query running longer than this
+    long_query_threshold: Annotated[Duration, between("100ms", "1d")] = 300.0
+    # pg_stat_activity: idle in transaction longer than this
+    idle_in_transaction_threshold: Annotated[Duration, between("100ms", "1d")] = 300.0
+    # pg_stat_statements: mean execution time above this
+    slow_query_threshold: Annotated[Duration, between("1ms", "1h")] = 1.0
     seq_scan_threshold: Annotated[int, Field(ge=0)] = 1000  # tables: seq_scan > idx_scan and >= this
     query_text: bool = False  # export normalised, truncated pg_stat_statements text (top-N) as an info metric
     query_text_max_length: Annotated[int, Field(ge=16, le=4096)] = 200
@@ -140,8 +171,8 @@ class RedisTarget(StrictModel):
     url: str | None = Field(default=None, repr=False)
     url_env: str | None = None
     password_file: Path | None = None
-    interval: Duration | None = None
-    timeout: Duration = 2.0
+    interval: TargetInterval | None = None
+    timeout: Annotated[Duration, between("100ms", "1m")] = 2.0
     max_connections: Annotated[int, Field(ge=1, le=10)] = 2
     collectors: dict[str, CollectorSettings] = Field(default_factory=dict)
     # info: commands exported by name in redis_commands_*{cmd} (the rest is cmd="other"); same for errors.
@@ -152,7 +183,7 @@ class RedisTarget(StrictModel):
     # key_families: key patterns per family (see DEFAULT_KEY_FAMILIES), and the incremental SCAN counting them.
     key_families: dict[FamilyName, Annotated[list[KeyPrefix], Field(min_length=1, max_length=16)]] = Field(
         default_factory=lambda: {k: list(v) for k, v in DEFAULT_KEY_FAMILIES.items()}, max_length=64)
-    key_scan_budget: Annotated[Duration, Field(gt=0, le=0.05)] = 0.002  # Redis time per cycle for SCAN work
+    key_scan_budget: Annotated[Duration, between("0.1ms", "50ms")] = 0.002  # Redis time per cycle for SCAN work
     key_scan_count: Annotated[int, Field(ge=10, le=10_000)] = 1000  # largest COUNT of one SCAN call
     key_scan_max_keys: Annotated[int, Field(ge=10, le=1_000_000)] = 50_000  # hard cap of keys scanned per cycle
     key_memory_samples: Annotated[int, Field(ge=0, le=1000)] = 32  # MEMORY USAGE samples per family per pass
@@ -196,7 +227,7 @@ class RedisTarget(StrictModel):
 
 class Settings(StrictModel):
     listen: str = "127.0.0.1:9188"
-    interval: Duration = 15.0
+    interval: TargetInterval = 15.0
     postgres: list[PostgresTarget] = Field(default_factory=list)
     redis: list[RedisTarget] = Field(default_factory=list)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -235,33 +266,63 @@ def _resolve_secret_source(inline: str | None, env_name: str | None, password_fi
         raise ValueError(f"{field if inline else field + '_env'}: {exc}") from None
 
 
+def _refuse_ambiguous_userinfo(url: str) -> None:
+    """A URI whose authority holds more than one '@' is read differently by libpq (first '@': the password's
+    tail becomes the host, and is logged as such) and by urllib (last '@'): refuse it, never guess."""
+    from urllib.parse import urlsplit
+
+    try:
+        netloc = urlsplit(url).netloc
+    except ValueError:
+        return  # the caller's parser reports it
+    if netloc.count("@") > 1:
+        raise ValueError("more than one '@' before the host: percent-encode '@' in the user name or password "
+                         "as %40 (e.g. postgresql://user:p%40ss@host/db)")
+
+
 def _pg_conninfo(dsn: str, password: str | None) -> str:
+    from urllib.parse import unquote, urlsplit
+
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+    if "://" in dsn:
+        if not dsn.startswith(("postgresql://", "postgres://")):
+            raise ValueError("URI scheme must be postgresql://")
+        _refuse_ambiguous_userinfo(dsn)
     try:
         params = conninfo_to_dict(dsn)
     except Exception:
         # psycopg's message quotes the DSN, password included: never echo it.
         raise ValueError("not a valid PostgreSQL URI or key=value connection string") from None
-    if "://" in dsn and not dsn.startswith(("postgresql://", "postgres://")):
-        raise ValueError("URI scheme must be postgresql://")
     REDACTOR.add(str(params.get("password") or ""))
+    if "://" in dsn:
+        try:
+            raw_password = urlsplit(dsn).password  # as written: percent-encoded
+        except ValueError:
+            raw_password = None
+        REDACTOR.add(raw_password)
+        REDACTOR.add(unquote(raw_password or ""))
     if password is not None:
         return make_conninfo(dsn, password=password)
     return dsn
 
 
 def _redis_url(url: str, password: str | None) -> str:
-    from urllib.parse import quote, urlsplit, urlunsplit
+    from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        raise ValueError("not a valid URL") from None  # urllib's message may quote the URL: never echo it
     if parts.scheme not in {"redis", "rediss", "unix"}:
         raise ValueError("must start with redis://, rediss:// or unix://")
+    _refuse_ambiguous_userinfo(url)
     try:
         parts.port  # noqa: B018 - raises on a malformed port
     except ValueError:
         raise ValueError("invalid port") from None
     REDACTOR.add(parts.password)
+    REDACTOR.add(unquote(parts.password or ""))
     if password is None:
         return url
     hostport = parts.netloc.rpartition("@")[2]
@@ -270,16 +331,18 @@ def _redis_url(url: str, password: str | None) -> str:
 
 
 def load_settings(path: str | Path, environ: Mapping[str, str] | None = None) -> Settings:
-    """Read, override from the environment and validate; raise ConfigError with every problem."""
+    """Read, override from the environment and validate; raise ConfigError with every problem.
+
+    The file is refused whole if it is larger than 1 MiB, not UTF-8, not YAML, has a duplicate key or is
+    nested more than 50 levels deep (see config.yamlfile).
+    """
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = read_yaml(path, MAX_CONFIG_BYTES, "config file") or {}
     except OSError as exc:
-        raise ConfigError([f"cannot read: {exc.strerror}"], source=str(path)) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise ConfigError([f"{where}invalid YAML: {getattr(exc, 'problem', exc)}"], source=str(path)) from None
+        raise ConfigError([f"cannot read: {exc.strerror or exc}"], source=str(path)) from None
+    except YamlFileError as exc:
+        raise ConfigError([str(exc)], source=str(path)) from None
     return settings_from_mapping(raw, environ if environ is not None else os.environ, source=str(path),
                                  base_dir=path.parent)
 
@@ -352,7 +415,7 @@ def apply_env_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> list
         if not var.startswith(_ENV_PREFIX) or var in NON_CONFIG_ENV:
             continue
         parts = var[len(_ENV_PREFIX):].lower().split("__")
-        value = environ[var]
+        value = env_value(environ[var])
         if len(parts) == 1 and parts[0] in Settings.model_fields and parts[0] not in {"postgres", "redis"}:
             raw[parts[0]] = value
         elif len(parts) == 3 and parts[0] in {"postgres", "redis"}:
@@ -365,6 +428,19 @@ def apply_env_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> list
             problems.append(f"env {var}: not a known setting (use PGWATCH_<KEY> or "
                             "PGWATCH_<POSTGRES|REDIS>__<TARGET>__<KEY>)")
     return problems
+
+
+def env_value(text: str) -> Any:
+    """An override's value as the file would hold it: a YAML number if it is spelled as one (so that
+    ``PGWATCH_INTERVAL=0`` means what ``interval: 0`` means and both are refused alike), otherwise the string
+    verbatim (a DSN is never YAML-parsed: '#' or ': ' in a password must survive)."""
+    tag = yaml.resolver.Resolver().resolve(yaml.ScalarNode, text, (True, False))  # SafeLoader's resolver
+    if tag in {"tag:yaml.org,2002:int", "tag:yaml.org,2002:float"}:
+        try:
+            return yaml.safe_load(text)
+        except (yaml.YAMLError, ValueError):
+            return text
+    return text
 
 
 def _find_target(targets: Any, wanted: str) -> dict[str, Any] | None:
