@@ -6,6 +6,14 @@ never at 3 a.m. All problems of a file are collected and raised together in one 
 Recording rules (``record:``) are rejected: their output would have to be written back into the history and made
 stale as Prometheus does; alerts.yml should inline the expression instead (or keep recording rules in a file only
 Prometheus loads).
+
+A hostile or careless file is refused with a message, never a traceback, a crash or an unbounded history:
+a file larger than MAX_FILE_BYTES or holding more than MAX_RULES rules, not UTF-8, with a duplicate key,
+nested deeper than MAX_YAML_DEPTH or expanding (through aliases) beyond MAX_YAML_NODES keys and values; an
+expression longer than MAX_EXPR_BYTES, nested deeper than MAX_EXPR_NESTING brackets or with more than
+MAX_EXPR_OPERATORS operator characters (promql-parser takes gigabytes, or aborts the process, on such input,
+and the evaluator recurses once per level); a range or an offset beyond MAX_RANGE (the history keeps what the
+longest one needs); a label-matcher regex RE2 does not accept (matchers run in RE2, in linear time).
 """
 
 from __future__ import annotations
@@ -16,12 +24,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+from yaml.composer import ComposerError
+from yaml.events import AliasEvent, CollectionEndEvent, CollectionStartEvent, ScalarEvent
 
 from pgwatch_cpa.alerts.promql import Expr, PromQLError, compile_expr
+from pgwatch_cpa.alerts.promql.nodes import MatrixSel, VectorSel
 from pgwatch_cpa.alerts.templates import Template, TemplateError
+from pgwatch_cpa.durations import format_duration
 from pgwatch_cpa.errors import PgwatchError
 
 DEFAULT_INTERVAL = 60.0
+MAX_FILE_BYTES = 4 * 1024 * 1024
+MAX_YAML_DEPTH = 50
+MAX_YAML_NODES = 250_000  # keys and values, aliases expanded: 10,000 rules of 25 (loading them takes ~2 s)
+MAX_EXPR_BYTES = 4096  # the longest shipped expression has 443
+MAX_EXPR_NESTING = 32  # ( [ { levels
+MAX_EXPR_OPERATORS = 128  # + - * / % ^ = ! < > characters and the words and/or/unless/atan2
+MAX_RULES = 10_000  # per file: each is compiled at load and evaluated every interval
+MAX_RANGE = 86400.0  # seconds: longest [range] and largest offset (either sign)
+MAX_PROBLEMS = 50  # in a RuleError's message; the rest are counted
+_MAX_LINE = 500  # characters of one problem in the message
+_MAX_DURATION_TEXT = 32
 _DURATION = re.compile(r"^(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?$")
 _UNITS = (365 * 86400.0, 7 * 86400.0, 86400.0, 3600.0, 60.0, 1.0, 0.001)
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
@@ -35,13 +58,22 @@ class RuleError(PgwatchError):
 
     def __init__(self, problems: list[str]) -> None:
         self.problems = problems
-        super().__init__(f"{len(problems)} problem(s) in rule file(s):\n" + "\n".join(f"  {p}" for p in problems))
+        shown = [_clip(p) for p in problems[:MAX_PROBLEMS]]
+        if len(problems) > MAX_PROBLEMS:
+            shown.append(f"... and {len(problems) - MAX_PROBLEMS:,} more problems")
+        super().__init__(f"{len(problems):,} problem(s) in rule file(s):\n" + "\n".join(f"  {p}" for p in shown))
+
+
+def _clip(line: str) -> str:
+    return line if len(line) <= _MAX_LINE else line[:_MAX_LINE] + f"... ({len(line):,} characters)"
 
 
 def parse_prometheus_duration(text: object) -> float:
     """Seconds of a Prometheus duration (``5m``, ``1h30m``, ``0``); ValueError otherwise."""
     if text == "0":
         return 0.0
+    if isinstance(text, str) and len(text) > _MAX_DURATION_TEXT:
+        raise ValueError(f"not a valid duration string: {text[:_MAX_DURATION_TEXT]!r}... (too long)")
     match = _DURATION.match(text) if isinstance(text, str) and text else None
     if match is None:
         raise ValueError(f"not a valid duration string: {text!r}")
@@ -93,15 +125,61 @@ class RuleSet:
         return max((w for r in self.rules() for w in r.expr.windows().values()), default=0.0)
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys, as Prometheus's YAML decoder does."""
+class _StrictLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """SafeLoader (libyaml's when PyYAML has it) that refuses duplicate keys, as Prometheus's YAML decoder does.
+    Deep nesting and alias bombs are refused before, on the event stream (_check_events)."""
+
+
+class _Frame:
+    __slots__ = ("anchor", "weight")
+
+    def __init__(self, anchor: str | None) -> None:
+        self.anchor, self.weight = anchor, 1
+
+
+def _check_events(text: str) -> None:
+    """Raise a MarkedYAMLError for nesting deeper than MAX_YAML_DEPTH or more than MAX_YAML_NODES nodes once
+    aliases are expanded, before anything recursive runs. config.yamlfile has the same for the config file
+    (the alerts room may not import config)."""
+    stack: list[_Frame] = []
+    anchors: dict[str, int] = {}
+
+    def add(weight: int, mark: object) -> None:
+        if stack:
+            stack[-1].weight += weight
+            if stack[-1].weight > MAX_YAML_NODES:
+                raise ComposerError(None, None, f"more than {MAX_YAML_NODES:,} keys and values "
+                                    "(aliases expanded)", mark)  # type: ignore[arg-type]
+
+    for event in yaml.parse(text, Loader=_StrictLoader):
+        if isinstance(event, CollectionStartEvent):
+            if len(stack) >= MAX_YAML_DEPTH:
+                raise ComposerError(None, None, f"nested more than {MAX_YAML_DEPTH} levels deep",
+                                    event.start_mark)  # type: ignore[arg-type]
+            stack.append(_Frame(event.anchor))
+        elif isinstance(event, CollectionEndEvent):
+            frame = stack.pop()
+            if frame.anchor is not None:
+                anchors[frame.anchor] = frame.weight
+            add(frame.weight, event.start_mark)
+        elif isinstance(event, ScalarEvent):
+            if event.anchor is not None:
+                anchors[event.anchor] = 1
+            add(1, event.start_mark)
+        elif isinstance(event, AliasEvent):
+            add(anchors.get(event.anchor or "", 1), event.start_mark)
 
 
 def _mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict:
     out = {}
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
-        if key in out:
+        try:
+            duplicate = key in out
+        except TypeError:  # a list or mapping as a key
+            raise yaml.constructor.ConstructorError(None, None, "a key must be a string, not a list or mapping",
+                                                    key_node.start_mark) from None
+        if duplicate:
             raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
         out[key] = loader.construct_object(value_node, deep=True)
     return out
@@ -114,17 +192,38 @@ def load_rules(path: str | Path, *, default_interval: float = DEFAULT_INTERVAL) 
     """Load and validate a rule file; raises RuleError listing every problem."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)  # never more: /dev/zero is not read to the end
     except OSError as exc:
-        raise RuleError([f"{path}: cannot read: {exc.strerror}"]) from None
+        raise RuleError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
+    if len(data) > MAX_FILE_BYTES:
+        raise RuleError([f"{path}: rule file is larger than {MAX_FILE_BYTES // 1024**2} MiB"])
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise RuleError([f"{path}: line {line}: not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset "
+                         f"{exc.start}); save the file as UTF-8"]) from None
     return parse_rules(text, source=str(path), default_interval=default_interval)
 
 
 def parse_rules(text: str, *, source: str = "alerts.yml", default_interval: float = DEFAULT_INTERVAL) -> RuleSet:
+    if len(text) > MAX_FILE_BYTES:
+        raise RuleError([f"{source}: rule file is larger than {MAX_FILE_BYTES // 1024**2} MiB"])
     try:
+        _check_events(text)
         doc = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        what = " ".join(p for p in (exc.context, exc.problem) if p)
+        raise RuleError([f"{source}: {where}invalid YAML: {what}"]) from None
     except yaml.YAMLError as exc:
         raise RuleError([f"{source}: invalid YAML: {exc}"]) from None
+    except (ValueError, TypeError, OverflowError) as exc:
+        # PyYAML's constructors raise these for scalars it resolved but cannot build: an integer of more than
+        # 4,300 digits, a malformed timestamp or base64 value.
+        raise RuleError([f"{source}: invalid YAML value: {str(exc).partition('; use sys.')[0]}"]) from None
     problems: list[str] = []
     groups = _parse_file(doc, source, default_interval, problems)
     if problems:
@@ -136,12 +235,16 @@ def _parse_file(doc: object, source: str, default_interval: float, problems: lis
     if doc is None:
         return []
     if not isinstance(doc, dict) or set(doc) - {"groups"}:
-        extra = sorted(set(doc) - {"groups"}) if isinstance(doc, dict) else None
+        extra = sorted(set(doc) - {"groups"}, key=str) if isinstance(doc, dict) else None
         problems.append(f"{source}: expected a mapping with only 'groups'" + (f", got keys {extra}" if extra else ""))
         return []
     raw_groups = doc.get("groups") or []
     if not isinstance(raw_groups, list):
         problems.append(f"{source}: 'groups' must be a list")
+        return []
+    count = sum(len(g["rules"]) for g in raw_groups if isinstance(g, dict) and isinstance(g.get("rules"), list))
+    if count > MAX_RULES:
+        problems.append(f"{source}: {count:,} rules, more than the {MAX_RULES:,} one file may hold")
         return []
     groups, seen = [], set()
     for i, raw in enumerate(raw_groups):
@@ -165,7 +268,7 @@ def _parse_group(raw: object, where: str, source: str, default_interval: float,
         problems.append(f"{where}: group name is required")
         return None
     where = f'{source}: group "{name}"'
-    for key in sorted(set(raw) - _GROUP_KEYS):
+    for key in sorted(set(raw) - _GROUP_KEYS, key=str):
         problems.append(f"{where}: unsupported key {key!r}")
     interval = default_interval
     if "interval" in raw:
@@ -197,7 +300,7 @@ def _parse_rule(raw: object, index: int, group: str, where: str, problems: list[
         return None
     here = f'{where}, rule "{name}"'
     before = len(problems)
-    for key in sorted(set(raw) - _RULE_KEYS):
+    for key in sorted(set(raw) - _RULE_KEYS, key=str):
         problems.append(f"{here}: unsupported key {key!r}")
     expr = _parse_expr(raw.get("expr"), here, problems)
     for_ = _duration(raw, "for", here, problems)
@@ -219,11 +322,101 @@ def _parse_expr(raw: object, here: str, problems: list[str]) -> Expr | None:
     if not isinstance(raw, str) or not raw.strip():
         problems.append(f"{here}: 'expr' is required")
         return None
+    too_complex = _expression_too_complex(raw)
+    if too_complex:
+        problems.append(f"{here}: expr: {too_complex}")
+        return None
     try:
-        return compile_expr(raw)
+        expr = compile_expr(raw)
     except PromQLError as exc:
         problems.extend(f"{here}: {p}" for p in exc.problems)
         return None
+    except RecursionError:  # a safety net: the bounds above keep well clear of it
+        problems.append(f"{here}: expr: nested too deeply to evaluate")
+        return None
+    out_of_range = _ranges_out_of_bounds(expr)
+    if out_of_range:
+        problems.extend(f"{here}: expr: {p}" for p in out_of_range)
+        return None
+    return expr
+
+
+_OPERATOR_CHARS = frozenset("+-*/%^=!<>")
+_OPERATOR_WORDS = frozenset({"and", "or", "unless", "atan2"})
+_QUOTES = frozenset("\"'`")
+
+
+def _expression_too_complex(text: str) -> str | None:
+    """Why ``text`` may not be handed to the parser, or None. A linear scan outside string literals: bracket
+    depth, operator characters (a conservative count: ``>=`` is two) and operator words outside ``{}``."""
+    size = len(text.encode("utf-8", errors="replace"))
+    if size > MAX_EXPR_BYTES:
+        return f"expression is {size:,} bytes long, more than the {MAX_EXPR_BYTES:,} allowed"
+    depth = max_depth = braces = operators = 0
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c in _QUOTES:  # a string literal: skip it (escapes in "..." and '...', none in `...`)
+            i += 1
+            while i < n and text[i] != c:
+                i += 2 if text[i] == "\\" and c != "`" else 1
+        elif c == "#":  # a comment, to the end of the line
+            while i < n and text[i] != "\n":
+                i += 1
+        elif c in "([{":
+            depth += 1
+            braces += c == "{"
+            max_depth = max(max_depth, depth)
+        elif c in ")]}":
+            depth -= 1
+            braces -= c == "}"
+        elif braces <= 0 and c in _OPERATOR_CHARS:
+            operators += 1
+        elif c.isalpha() or c == "_":
+            start = i
+            while i + 1 < n and (text[i + 1].isalnum() or text[i + 1] in "_:"):
+                i += 1
+            if braces <= 0 and text[start:i + 1].lower() in _OPERATOR_WORDS:
+                operators += 1
+        i += 1
+    if max_depth > MAX_EXPR_NESTING:
+        return f"expression is nested {max_depth} brackets deep, more than the {MAX_EXPR_NESTING} allowed"
+    if operators > MAX_EXPR_OPERATORS:
+        return f"expression has {operators} operators, more than the {MAX_EXPR_OPERATORS} allowed; split the rule"
+    return None
+
+
+def _ranges_out_of_bounds(expr: Expr) -> list[str]:
+    """Ranges and offsets beyond MAX_RANGE: the history would keep that much of every series they select."""
+    problems = []
+    stack = [expr.root]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, MatrixSel) and node.range_ms / 1000 > MAX_RANGE:
+            problems.append(f"range [{_prometheus_duration(node.range_ms)}] of {_name(node.vs)} is longer than "
+                            f"{format_duration(MAX_RANGE)} (the limit bounds the history kept per series)")
+        if isinstance(node, VectorSel) and abs(node.offset_ms) / 1000 > MAX_RANGE:
+            problems.append(f"offset {_prometheus_duration(node.offset_ms)} of {_name(node)} is larger than "
+                            f"{format_duration(MAX_RANGE)} (the limit bounds the history kept per series)")
+        stack.extend(node.children())
+        if isinstance(node, MatrixSel):
+            stack.append(node.vs)  # a range selector's children() is empty: its offset is its selector's
+    return list(dict.fromkeys(problems))
+
+
+def _prometheus_duration(ms: int) -> str:
+    """``ms`` as Prometheus writes a duration (``1000y``, ``1w2d``, ``-5m``)."""
+    if ms < 0:
+        return "-" + _prometheus_duration(-ms)
+    out = ""
+    for unit, size in zip(("y", "w", "d", "h", "m", "s", "ms"), _UNITS, strict=True):
+        count, ms = divmod(ms, round(size * 1000))
+        out += f"{count}{unit}" if count else ""
+    return out or "0s"
+
+
+def _name(sel: VectorSel) -> str:
+    return sel.name or "the selector"
 
 
 def _duration(raw: dict, key: str, here: str, problems: list[str]) -> float:

@@ -5,8 +5,10 @@ Every construct outside the supported subset is reported at compile time, all of
 
 from __future__ import annotations
 
-import re
+from typing import Any
 from weakref import WeakKeyDictionary
+
+import re2
 
 from pgwatch_cpa.alerts.history import History
 from pgwatch_cpa.alerts.promql import syntax
@@ -128,13 +130,30 @@ def _predicate(m: syntax.Matcher, problems: list[str]) -> tuple[str, Predicate] 
     if m.op == MatchOp.NOT_EQUAL:
         return m.name, lambda v: v != value
     try:
-        rx = re.compile(value)  # Prometheus anchors the regex at both ends: fullmatch
-    except re.error as exc:
-        problems.append(f"regex {value!r} not supported by this evaluator: {exc}")
+        rx = compile_regex(value)
+    except re2.error as exc:
+        problems.append(f"regex {value!r} not supported by this evaluator: {_re2_message(exc)} (RE2 syntax, as in "
+                        "Prometheus: no backreferences or lookaround)")
         return None
     if m.op == MatchOp.RE:
-        return m.name, lambda v: rx.fullmatch(v) is not None
-    return m.name, lambda v: rx.fullmatch(v) is None
+        return m.name, lambda v: rx.search(v) is not None
+    return m.name, lambda v: rx.search(v) is None
+
+
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # the error is raised to us; RE2 would also print it to stderr
+
+
+def compile_regex(value: str) -> Any:
+    """A label matcher's regex as Prometheus 2.42 runs it: anchored at both ends (``^(?:re)$``), in RE2, whose
+    time is linear in the label value (Python's backtracking re takes exponential time on ``(a+)+b``, and the
+    label values come from the monitored databases)."""
+    return re2.compile(f"^(?:{value})$", _RE2_OPTIONS)
+
+
+def _re2_message(exc: Exception) -> str:
+    detail = exc.args[0] if exc.args else exc
+    return detail.decode(errors="replace") if isinstance(detail, bytes) else str(detail)
 
 
 def _negation(expr: syntax.Syntax, problems: list[str]) -> Node | None:
