@@ -9,7 +9,7 @@ Prometheus loads).
 
 A hostile or careless file is refused with a message, never a traceback, a crash or an unbounded history:
 a file larger than MAX_FILE_BYTES or holding more than MAX_RULES rules, not UTF-8, with a duplicate key,
-nested deeper than MAX_YAML_DEPTH or expanding (through aliases) beyond MAX_YAML_NODES keys and values; an
+nested deeper than config.yamlfile.MAX_DEPTH or expanding (through aliases) beyond MAX_YAML_NODES keys and values; an
 expression longer than MAX_EXPR_BYTES, nested deeper than MAX_EXPR_NESTING brackets or with more than
 MAX_EXPR_OPERATORS operator characters (promql-parser takes gigabytes, or aborts the process, on such input,
 and the evaluator recurses once per level); a range or an offset beyond MAX_RANGE (the history keeps what the
@@ -24,18 +24,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
-from yaml.composer import ComposerError
-from yaml.events import AliasEvent, CollectionEndEvent, CollectionStartEvent, ScalarEvent
 
 from pgwatch_cpa.alerts.promql import Expr, PromQLError, compile_expr
 from pgwatch_cpa.alerts.promql.nodes import MatrixSel, VectorSel
 from pgwatch_cpa.alerts.templates import Template, TemplateError
+from pgwatch_cpa.config.yamlfile import SafeLoader, YamlFileError, parse_yaml, read_text
 from pgwatch_cpa.durations import format_duration
 from pgwatch_cpa.errors import PgwatchError
 
 DEFAULT_INTERVAL = 60.0
 MAX_FILE_BYTES = 4 * 1024 * 1024
-MAX_YAML_DEPTH = 50
 MAX_YAML_NODES = 250_000  # keys and values, aliases expanded: 10,000 rules of 25 (loading them takes ~2 s)
 MAX_EXPR_BYTES = 4096  # the longest shipped expression has 443
 MAX_EXPR_NESTING = 32  # ( [ { levels
@@ -125,49 +123,9 @@ class RuleSet:
         return max((w for r in self.rules() for w in r.expr.windows().values()), default=0.0)
 
 
-class _StrictLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
-    """SafeLoader (libyaml's when PyYAML has it) that refuses duplicate keys, as Prometheus's YAML decoder does.
-    Deep nesting and alias bombs are refused before, on the event stream (_check_events)."""
-
-
-class _Frame:
-    __slots__ = ("anchor", "weight")
-
-    def __init__(self, anchor: str | None) -> None:
-        self.anchor, self.weight = anchor, 1
-
-
-def _check_events(text: str) -> None:
-    """Raise a MarkedYAMLError for nesting deeper than MAX_YAML_DEPTH or more than MAX_YAML_NODES nodes once
-    aliases are expanded, before anything recursive runs. config.yamlfile has the same for the config file
-    (the alerts room may not import config)."""
-    stack: list[_Frame] = []
-    anchors: dict[str, int] = {}
-
-    def add(weight: int, mark: object) -> None:
-        if stack:
-            stack[-1].weight += weight
-            if stack[-1].weight > MAX_YAML_NODES:
-                raise ComposerError(None, None, f"more than {MAX_YAML_NODES:,} keys and values "
-                                    "(aliases expanded)", mark)  # type: ignore[arg-type]
-
-    for event in yaml.parse(text, Loader=_StrictLoader):
-        if isinstance(event, CollectionStartEvent):
-            if len(stack) >= MAX_YAML_DEPTH:
-                raise ComposerError(None, None, f"nested more than {MAX_YAML_DEPTH} levels deep",
-                                    event.start_mark)  # type: ignore[arg-type]
-            stack.append(_Frame(event.anchor))
-        elif isinstance(event, CollectionEndEvent):
-            frame = stack.pop()
-            if frame.anchor is not None:
-                anchors[frame.anchor] = frame.weight
-            add(frame.weight, event.start_mark)
-        elif isinstance(event, ScalarEvent):
-            if event.anchor is not None:
-                anchors[event.anchor] = 1
-            add(1, event.start_mark)
-        elif isinstance(event, AliasEvent):
-            add(anchors.get(event.anchor or "", 1), event.start_mark)
+class _StrictLoader(SafeLoader):  # type: ignore[misc,valid-type]  # libyaml's loader or the pure one, chosen at import
+    """A key must be a string, as in Prometheus's YAML decoder (duplicate keys, deep nesting and alias bombs are
+    refused before, on the event stream, by config.yamlfile)."""
 
 
 def _mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict:
@@ -192,18 +150,11 @@ def load_rules(path: str | Path, *, default_interval: float = DEFAULT_INTERVAL) 
     """Load and validate a rule file; raises RuleError listing every problem."""
     path = Path(path)
     try:
-        with path.open("rb") as f:
-            data = f.read(MAX_FILE_BYTES + 1)  # never more: /dev/zero is not read to the end
+        text = read_text(path, MAX_FILE_BYTES, "rule file")
     except OSError as exc:
         raise RuleError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
-    if len(data) > MAX_FILE_BYTES:
-        raise RuleError([f"{path}: rule file is larger than {MAX_FILE_BYTES // 1024**2} MiB"])
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise RuleError([f"{path}: line {line}: not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset "
-                         f"{exc.start}); save the file as UTF-8"]) from None
+    except YamlFileError as exc:
+        raise RuleError([f"{path}: {exc}"]) from None
     return parse_rules(text, source=str(path), default_interval=default_interval)
 
 
@@ -211,19 +162,9 @@ def parse_rules(text: str, *, source: str = "alerts.yml", default_interval: floa
     if len(text) > MAX_FILE_BYTES:
         raise RuleError([f"{source}: rule file is larger than {MAX_FILE_BYTES // 1024**2} MiB"])
     try:
-        _check_events(text)
-        doc = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        what = " ".join(p for p in (exc.context, exc.problem) if p)
-        raise RuleError([f"{source}: {where}invalid YAML: {what}"]) from None
-    except yaml.YAMLError as exc:
-        raise RuleError([f"{source}: invalid YAML: {exc}"]) from None
-    except (ValueError, TypeError, OverflowError) as exc:
-        # PyYAML's constructors raise these for scalars it resolved but cannot build: an integer of more than
-        # 4,300 digits, a malformed timestamp or base64 value.
-        raise RuleError([f"{source}: invalid YAML value: {str(exc).partition('; use sys.')[0]}"]) from None
+        doc = parse_yaml(text, loader=_StrictLoader, max_nodes=MAX_YAML_NODES)
+    except YamlFileError as exc:
+        raise RuleError([f"{source}: {exc}"]) from None
     problems: list[str] = []
     groups = _parse_file(doc, source, default_interval, problems)
     if problems:

@@ -8,7 +8,7 @@ The checks run on the parser's event stream (``check_events``), before any node 
 recursive composer and constructor never go deeper than MAX_DEPTH. libyaml parses when PyYAML has it (a 1 MiB
 file in well under a second; the pure-Python parser takes seconds per 100,000 scalars).
 
-The rule files have the same checks in ``alerts.rules`` (the alerts room may not import config).
+The rule files (``alerts.rules``) are read with the same functions, under their own limits.
 """
 
 from __future__ import annotations
@@ -110,11 +110,11 @@ def check_events(text: str, loader: type[yaml.SafeLoader] = SafeLoader, max_dept
             add(anchors.get(event.anchor or "", 1), None, event.start_mark)  # an unknown alias: the loader says
 
 
-def parse_yaml(text: str) -> Any:
+def parse_yaml(text: str, *, loader: type[yaml.SafeLoader] = SafeLoader, max_nodes: int = MAX_NODES) -> Any:
     """The document in ``text``; YamlFileError (with the line) for invalid, duplicate-keyed or hostile YAML."""
     try:
-        check_events(text)
-        return yaml.load(text, Loader=SafeLoader)  # a SafeLoader (libyaml's when available)
+        check_events(text, loader, max_nodes=max_nodes)
+        return yaml.load(text, Loader=loader)  # a SafeLoader (libyaml's when available) or a subclass
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""

@@ -20,7 +20,7 @@ FORBIDDEN = {
     "cpa": {"daemon", "collectors", "alerts", "demo", "cli", "sandbox", "report", *SHARED},
     "sandbox": {"daemon", "collectors", "alerts", "demo", "cli", "cpa", "config"},
     "collectors": {"daemon", "demo", "cli", "alerts"},
-    "alerts": {"daemon", "demo", "cli", "collectors", "cpa", "config"},
+    "alerts": {"daemon", "demo", "cli", "collectors", "cpa"},
     "daemon": {"demo", "cli"},
     "report": {"daemon", "demo", "cli"},
     **{room: {"daemon", "collectors", "alerts", "demo", "cli", "cpa"} for room in SHARED},
