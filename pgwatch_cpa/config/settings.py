@@ -58,6 +58,7 @@ def _check_regex(value: str | None) -> str | None:
 
 
 @functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=256)  # discovery matches every database name every cycle
 def compile_re2(pattern: str, what: str) -> Any:
     """``pattern`` anchored at both ends (as Prometheus anchors its regexes), compiled by RE2."""
     import re2

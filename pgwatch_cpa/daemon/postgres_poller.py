@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -109,9 +108,7 @@ class PostgresPoller(TargetPoller):
                     log.warning("target %s: database %r does not exist or lacks CONNECT; not polled",
                                 self.name, name)
             return [name for name in s.databases if name in existing]
-        include, exclude = re.compile(s.discover.include), s.discover.exclude and re.compile(s.discover.exclude)
-        return self._connectable([d for d in existing
-                                  if include.fullmatch(d) and not (exclude and exclude.fullmatch(d))])
+        return self._connectable([d for d in existing if s.discover.matches(d)])
 
     def _connectable(self, names: list[str]) -> list[str]:
         """``names`` without those that are not valid UTF-8: decoded with U+FFFD, they name no database we could

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -164,9 +163,7 @@ def discover(target: PostgresTarget, databases: list[Row], own: str) -> tuple[li
     if target.databases is not None:
         return ([n for n in target.databases if n in existing], [n for n in target.databases if n not in existing])
     assert target.discover is not None
-    include = re.compile(target.discover.include)
-    exclude = re.compile(target.discover.exclude) if target.discover.exclude else None
-    return [d for d in existing if include.fullmatch(d) and not (exclude and exclude.fullmatch(d))], []
+    return [d for d in existing if target.discover.matches(d)], []
 
 
 async def _statements(s: Session, target: PostgresTarget, facts: Facts, schema: str | None) -> None:
