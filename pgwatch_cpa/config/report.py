@@ -114,7 +114,9 @@ def receiver_problems(raw: dict[str, Any]) -> list[str]:
     if not isinstance(names, list):
         return []
     declared = alerting.get("receivers") if isinstance(alerting, dict) else None
-    types = {r.get("name"): r.get("type") for r in declared or [] if isinstance(r, dict)}
+    # a malformed alerting.receivers (not a list, a name that is not a string) is pydantic's to report
+    types = {r["name"]: r.get("type") for r in (declared if isinstance(declared, list) else [])
+             if isinstance(r, dict) and isinstance(r.get("name"), str)}
     webhooks = sorted(str(n) for n, t in types.items() if t == "webhook")
     problems = []
     for index, name in enumerate(names):

@@ -146,3 +146,12 @@ def test_the_schedule_is_read_in_its_timezone():
     # Exactly on a scheduled minute: the next one, not the same one again.
     got = next_run("* * * * *", "UTC", datetime(2026, 1, 5, 9, 0, tzinfo=ZoneInfo("UTC")))
     assert (got.hour, got.minute) == (9, 1)
+
+
+@pytest.mark.parametrize("receivers", [5, [{"type": "webhook", "name": ["a"], "url": "http://127.0.0.1:1/hook"}]])
+def test_malformed_alerting_receivers_beside_report_receivers_are_reported_not_crashed(receivers):
+    raw = {"alerting": {"receivers": receivers}, "report": {"schedule": "0 9 * * 1", "receivers": ["oncall"]}}
+    with pytest.raises(ConfigError) as err:
+        settings_from_mapping(raw, {})
+    assert "report.receivers[0]: no webhook receiver named 'oncall'" in str(err.value)
+    assert "alerting.receivers" in str(err.value).split("report.receivers[0]")[1]
