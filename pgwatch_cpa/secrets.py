@@ -96,7 +96,5 @@ def describe(exc: BaseException | None) -> str:
         return "unknown error"
     if isinstance(exc, TimeoutError):
         return "timed out"
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    for secret in REDACTOR.secrets():
-        text = text.replace(secret, MASK)
+    text = REDACTOR.redact(" ".join(str(exc).split()) or type(exc).__name__)
     return f"{type(exc).__name__}: {text[:300]}"
