@@ -8,6 +8,7 @@ pending alert that disappears is simply dropped. A rule whose evaluation fails l
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from pgwatch_cpa.alerts.history import History, LabelKey, label_key
 from pgwatch_cpa.alerts.promql import DEFAULT_LOOKBACK, EvalError, Evaluator, Sample
+from pgwatch_cpa.alerts.promql.values import rotate_label_caches
 from pgwatch_cpa.alerts.rules import AlertRule, RuleGroup, RuleSet
 from pgwatch_cpa.alerts.templates import go_float_e
 from pgwatch_cpa.errors import PgwatchError
@@ -27,12 +29,18 @@ from pgwatch_cpa.errors import PgwatchError
 RESOLVED_RETENTION = 900.0  # Prometheus keeps resolved alerts 15 m to resend the resolve
 OUTAGE_TOLERANCE = 3600.0  # pending timers older than this downtime restart (Prometheus's outage tolerance)
 STATE_VERSION = 1
+MAX_STATE_BYTES = 64 * 1024**2  # ~100,000 alerts; a larger file is not ours
+MAX_TIMESTAMP = 253402300800  # 10000-01-01T00:00:00Z
 
 INACTIVE, PENDING, FIRING = "inactive", "pending", "firing"
 
 
 class AlertStateError(PgwatchError):
     """The saved alert state cannot be read or written."""
+
+
+class CorruptStateError(AlertStateError):
+    """The state file was read but is not a state this version wrote (bad JSON, type, size or nesting)."""
 
 
 @dataclass
@@ -104,6 +112,7 @@ class AlertEngine:
         """Evaluate the groups that are due at ``now`` (all of them with all_groups); return current alerts."""
         now = time.time() if now is None else now
         started = time.perf_counter()
+        rotate_label_caches()  # label sets the previous round's results created are not kept past this round
         for group, states in self._groups:
             if all_groups or self._due(group, now):
                 self._last_eval[group.name] = now
@@ -203,8 +212,9 @@ class AlertEngine:
                 os.fsync(fh.fileno())
             os.replace(tmp, path)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            raise AlertStateError(f"cannot save alert state to {path}: {exc.strerror}") from exc
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            raise AlertStateError(f"cannot save alert state to {path}: {exc.strerror or exc}") from exc
 
     def load(self, path: str | Path, now: float | None = None) -> int:
         """Restore saved alerts of rules that still exist; returns how many were restored.
@@ -212,17 +222,26 @@ class AlertEngine:
         Timers resume: a pending alert keeps its active_at, a firing alert stays firing and resolves (with its
         resolve) at the next evaluation if its condition ended while we were down. After a downtime longer than
         OUTAGE_TOLERANCE pending timers are dropped, as Prometheus does.
+
+        The whole file is checked before anything is restored (size, JSON, nesting, the type of every field of
+        every alert): a file with any problem raises AlertStateError naming the first one and restores nothing.
         """
         path = Path(path)
         if not path.exists():
             return 0
         try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
-            saved = [Alert(**{k: v for k, v in a.items() if k in _ALERT_FIELDS}) for a in doc["alerts"]]
-            saved_at = float(doc["saved_at"])
-            self.restored_notifier_state = dict(doc.get("notifier") or {})
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise AlertStateError(f"cannot read alert state {path}: {exc}") from exc
+            with path.open("rb") as fh:
+                raw = fh.read(MAX_STATE_BYTES + 1)
+        except OSError as exc:
+            raise AlertStateError(f"cannot read alert state {path}: {exc.strerror or exc}") from exc
+        try:
+            if len(raw) > MAX_STATE_BYTES:
+                raise ValueError(f"larger than {MAX_STATE_BYTES // 1024**2} MiB")
+            saved, saved_at, notifier = parse_state(raw)
+        except (ValueError, RecursionError) as exc:  # RecursionError: JSON nested thousands of levels deep
+            reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+            raise CorruptStateError(f"cannot read alert state {path}: {reason}") from None
+        self.restored_notifier_state = notifier
         now = time.time() if now is None else now
         restored = 0
         for alert in saved:
@@ -243,6 +262,80 @@ class AlertEngine:
 
 
 _ALERT_FIELDS = {f.name for f in fields(Alert)}  # a field an older version saved and this one lacks is dropped
+_REQUIRED = ("rule", "group", "labels", "annotations", "state", "active_at", "value")
+
+
+def parse_state(raw: bytes) -> tuple[list[Alert], float, dict[str, object]]:
+    """The alerts, saved_at and notifier part of a state file, every field checked; ValueError names the first
+    problem (``alerts[3].active_at: expected a number, got str``), RecursionError means nested too deeply."""
+    try:
+        doc = json.loads(raw)
+    except UnicodeDecodeError:
+        raise ValueError("not valid UTF-8") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise ValueError(f"expected a JSON object, got {_kind(doc)}")
+    if doc.get("version") != STATE_VERSION or isinstance(doc.get("version"), bool):
+        raise ValueError(f"version: expected {STATE_VERSION}, got {doc.get('version')!r:.40}")
+    saved_at = _number(doc.get("saved_at"), "saved_at")
+    notifier = doc.get("notifier", {})
+    if not isinstance(notifier, dict) or not all(isinstance(v, dict) for v in notifier.values()):
+        raise ValueError("notifier: expected an object of objects")
+    items = doc.get("alerts")
+    if not isinstance(items, list):
+        raise ValueError(f"alerts: expected a list, got {_kind(items)}")
+    return [_alert(item, f"alerts[{i}]") for i, item in enumerate(items)], saved_at, notifier
+
+
+def _alert(item: object, where: str) -> Alert:
+    if not isinstance(item, dict):
+        raise ValueError(f"{where}: expected an object, got {_kind(item)}")
+    for name in _REQUIRED:
+        if name not in item:
+            raise ValueError(f"{where}: {name} is missing")
+    for name in ("rule", "group"):
+        if not isinstance(item[name], str):
+            raise ValueError(f"{where}.{name}: expected a string, got {_kind(item[name])}")
+    for name in ("labels", "annotations"):
+        value = item[name]
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            raise ValueError(f"{where}.{name}: expected an object of strings")
+    if item["state"] not in (INACTIVE, PENDING, FIRING):
+        raise ValueError(f"{where}.state: expected one of {INACTIVE}, {PENDING}, {FIRING}, got {item['state']!r:.40}")
+    value = item["value"]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{where}.value: expected a number, got {_kind(value)}")
+    if isinstance(value, int) and not -2**1023 < value < 2**1023:
+        raise ValueError(f"{where}.value: {len(str(value))}-digit integer")
+    since = {name: None if item.get(name) is None else _number(item[name], f"{where}.{name}")
+             for name in ("fired_at", "resolved_at", "keep_firing_since")}
+    return Alert(item["rule"], item["group"], dict(item["labels"]), dict(item["annotations"]), item["state"],
+                 _number(item["active_at"], f"{where}.active_at"), float(value), since["fired_at"],
+                 since["resolved_at"], since["keep_firing_since"])
+
+
+def _number(value: object, where: str) -> float:
+    """A timestamp: an int or a float (not a bool) from 1970 to 9999, the range the API's RFC 3339 can show."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{where}: expected a number, got {_kind(value)}")
+    if not 0 <= value < MAX_TIMESTAMP:  # NaN and the infinities fail too
+        raise ValueError(f"{where}: {value!r:.40} is not a time")
+    return float(value)
+
+
+def _kind(value: object) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def quarantine(path: str | Path, now: float | None = None) -> Path:
+    """Move an unusable state file aside as ``<name>.corrupt-<UTC time>`` (kept for a post-mortem); the new
+    name. Raises OSError if it cannot be moved."""
+    path = Path(path)
+    stamp = datetime.fromtimestamp(time.time() if now is None else now, UTC).strftime("%Y%m%dT%H%M%SZ")
+    aside = path.with_name(f"{path.name}.corrupt-{stamp}")
+    os.replace(path, aside)
+    return aside
 
 
 def _as_dict(alert: Alert) -> dict:

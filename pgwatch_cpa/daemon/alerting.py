@@ -12,7 +12,15 @@ import aiohttp
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from pgwatch_cpa.alerts.delivery import Endpoint, wait_event
-from pgwatch_cpa.alerts.engine import FIRING, PENDING, Alert, AlertEngine, AlertStateError
+from pgwatch_cpa.alerts.engine import (
+    FIRING,
+    PENDING,
+    Alert,
+    AlertEngine,
+    AlertStateError,
+    CorruptStateError,
+    quarantine,
+)
 from pgwatch_cpa.alerts.history import History
 from pgwatch_cpa.alerts.notify import (
     DEFAULT_INHIBIT,
@@ -63,6 +71,10 @@ class AlertingService:
                                       "Rule evaluations that failed (the rule keeps its previous alerts).",
                                       ["rule_group"], registry=registry)
         self._reported_failures: dict[str, int] = {}
+        self._save_failures = Counter("pgwatch_alert_state_save_failures_total",
+                                      "Times the alert state could not be written to alerting.state_file.",
+                                      registry=registry)
+        self._save_error: str | None = None  # the last save failure logged, until a save succeeds
 
     def _restore_state(self) -> None:
         path = self.settings.state_file
@@ -74,8 +86,15 @@ class AlertingService:
                 if isinstance(receiver, WebhookReceiver):
                     receiver.restore_delivery_state(self.engine.restored_notifier_state.get(receiver.name))
             log.info("restored %d alert(s) from %s", restored, path)
+        except CorruptStateError as exc:
+            # Nothing of it was restored: start clean, and keep the file for a post-mortem instead of overwriting it.
+            try:
+                aside = f"moved it to {quarantine(path)}"
+            except OSError as move_error:
+                aside = f"could not move it aside ({move_error.strerror or move_error}); it will be overwritten"
+            log.error("%s; starting with no alerts, %s", exc, aside)
         except AlertStateError as exc:
-            log.warning("ignoring unreadable alert state %s: %s", path, exc)
+            log.error("%s; starting with no alerts", exc)
 
     async def run(self, stop: asyncio.Event) -> None:
         async with aiohttp.ClientSession() as session:
@@ -118,11 +137,23 @@ class AlertingService:
         for receiver in self.receivers:
             receiver.update(outgoing, now)
         if self.settings.state_file is not None:
-            try:
-                self.engine.save(self.settings.state_file, now, self._delivery_state())
-            except (OSError, AlertStateError) as exc:
-                log.warning("cannot save alert state to %s: %s", self.settings.state_file, exc)
+            self._save(self.settings.state_file, now)
         return alerts
+
+    def _save(self, path: Path, now: float) -> None:
+        """Save the state; a failure is counted every time and logged once until it changes or a save succeeds."""
+        try:
+            self.engine.save(path, now, self._delivery_state())
+        except (OSError, AlertStateError) as exc:
+            self._save_failures.inc()
+            message = str(exc) if isinstance(exc, AlertStateError) else f"cannot save alert state to {path}: {exc}"
+            if message != self._save_error:
+                log.warning("%s (logged once; pgwatch_alert_state_save_failures_total counts them)", message)
+                self._save_error = message
+            return
+        if self._save_error is not None:
+            log.info("alert state saved to %s again", path)
+            self._save_error = None
 
     def _delivery_state(self) -> dict[str, object]:
         # Alertmanager replicas deduplicate a re-sent alert themselves; only webhook groups need remembering.
