@@ -7,6 +7,7 @@ receiver that was down gets what is still relevant when it returns, and a slow r
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import time
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 
 RESOLVED_RETENTION = 15 * 60.0  # Prometheus keeps re-sending resolved alerts this long
 TICK = 0.25
+MAX_IN_FLIGHT = 8  # groups a webhook receiver delivers at once: one hanging group does not hold up the others
 
 
 @dataclass(frozen=True)
@@ -194,12 +196,32 @@ class WebhookReceiver:
         return None
 
     async def run(self, session: aiohttp.ClientSession, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            now = time.time()
-            for key in [k for k in list(self.groups) if (due := self._due_at(k)) is not None and due <= now]:
-                await self._flush(session, key, stop)
-            self._wake.clear()
-            await wait_event(self._wake, TICK)
+        """Flush every due group, up to MAX_IN_FLIGHT groups at once (a group is never flushed twice at once)."""
+        in_flight: dict[str, asyncio.Task[None]] = {}
+
+        def done(key: str, _task: asyncio.Task[None]) -> None:
+            in_flight.pop(key, None)
+            self._wake.set()
+
+        try:
+            while not stop.is_set():
+                now = time.time()
+                self._wake.clear()
+                for key in list(self.groups):
+                    if len(in_flight) >= MAX_IN_FLIGHT:
+                        break
+                    if key not in in_flight and (due := self._due_at(key)) is not None and due <= now:
+                        task = asyncio.create_task(self._flush(session, key, stop), name=f"flush:{self.name}:{key}")
+                        in_flight[key] = task
+                        task.add_done_callback(functools.partial(done, key))
+                await wait_event(self._wake, TICK)
+        except asyncio.CancelledError:
+            for task in in_flight.values():
+                task.cancel()
+            raise
+        finally:
+            # On stop, deliveries under way finish their attempt (post_with_retries skips its backoff on stop).
+            await asyncio.gather(*in_flight.values(), return_exceptions=True)
 
     async def _flush(self, session: aiohttp.ClientSession, key: str, stop: asyncio.Event) -> None:
         group = self.groups.get(key)

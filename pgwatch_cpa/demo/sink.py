@@ -5,8 +5,9 @@ alert only when its status changes: ``ALERT FIRING <alertname> target=... severi
 ``ALERT RESOLVED ...``. Scenarios wait on :meth:`WebhookSink.wait_for`.
 
 The demo, the tests and the benchmarks share it: every POST (to any path) is kept in :attr:`WebhookSink.requests`
-with its headers and body, :attr:`WebhookSink.status` makes it answer like a failing receiver, and
-:meth:`WebhookSink.serve_in_thread` runs it for synchronous callers.
+with its headers and body, :attr:`WebhookSink.status` makes it answer like a failing receiver,
+:attr:`WebhookSink.delay` like a slow or hanging one, and :meth:`WebhookSink.serve_in_thread` runs it for synchronous
+callers.
 """
 
 from __future__ import annotations
@@ -63,7 +64,8 @@ class WebhookSink:
 
     It accepts a POST to any path (``base_url`` + path: an Alertmanager-style client appends ``/api/v2/alerts``).
     Set ``status`` to answer with that code instead of 200 (a failing receiver); such a request is still kept in
-    ``requests`` but its alerts are not recorded as events.
+    ``requests`` but its alerts are not recorded as events. Set ``delay`` (seconds) to answer that late (a slow or,
+    longer than the client's timeout, a hanging receiver); the request is kept in ``requests`` when it arrives.
     """
 
     def __init__(self, printer: Callable[[str], None] = print, clock: Callable[[], float] = time.monotonic) -> None:
@@ -74,6 +76,7 @@ class WebhookSink:
         self.requests: list[ReceivedRequest] = []
         self.notifications = 0
         self.status = 200
+        self.delay = 0.0
         self._changed = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self.base_url = ""
@@ -128,6 +131,8 @@ class WebhookSink:
         self.requests.append(ReceivedRequest(self._clock(), request.path, CIMultiDict(request.headers), raw, payload,
                                              answer))
         self._changed.set()
+        if self.delay > 0:
+            await asyncio.sleep(self.delay)
         if answer != 200:
             return web.Response(status=answer, text=text)
         self.notifications += 1

@@ -11,6 +11,7 @@ import time
 import aiohttp
 import pytest
 
+from pgwatch_cpa.alerts import notify
 from pgwatch_cpa.alerts.delivery import Endpoint, sign
 from pgwatch_cpa.alerts.notify import (
     DEFAULT_INHIBIT,
@@ -111,6 +112,31 @@ async def test_repeat_interval_resends_a_still_firing_group(sink):
     assert len(sink.requests) == 1
     await run_receiver(receiver, 0.6)
     assert len(sink.requests) == 2
+
+
+async def test_a_hanging_receiver_gets_every_group_attempted_within_a_few_timeouts(sink):
+    """19 groups against a receiver that never answers within the 1 s timeout: delivered MAX_IN_FLIGHT at a time,
+    every group is attempted after ceil(19 / 8) - 1 = 2 timeouts, not one group after another (18 timeouts)."""
+    sink.delay = 30.0
+    endpoint = Endpoint(sink.url, timeout=1, max_attempts=1)
+    policy = GroupingPolicy(group_by=("alertname",), group_wait=0.05, group_interval=100, repeat_interval=100)
+    receiver = WebhookReceiver("oncall", endpoint, policy, "", NotifyMetrics(None))
+    receiver.update([alert(f"A{i}") for i in range(19)], time.time())
+    stop = asyncio.Event()
+    async with aiohttp.ClientSession() as session:
+        task = asyncio.create_task(receiver.run(session, stop))
+        started = time.monotonic()
+        await asyncio.sleep(0.6)
+        in_flight_at_once = len(sink.requests)
+        while len(sink.requests) < 19 and time.monotonic() - started < 20:
+            await asyncio.sleep(0.05)
+        elapsed = time.monotonic() - started
+        stop.set()
+        await asyncio.wait_for(task, 5)
+    assert sorted(r.body["groupLabels"]["alertname"] for r in sink.requests) == sorted(f"A{i}" for i in range(19))
+    assert elapsed < 4.0, f"19 groups took {elapsed:.1f} s to be attempted (one after another: 18 s)"
+    assert in_flight_at_once == notify.MAX_IN_FLIGHT, "groups are delivered concurrently, no more than the bound"
+    assert receiver.metrics.failed.labels("oncall", "unreachable")._value.get() == 19
 
 
 async def test_bearer_and_standard_webhooks_signature(sink):
