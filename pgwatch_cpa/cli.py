@@ -24,13 +24,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from pgwatch_cpa.config import load_settings
     from pgwatch_cpa.config.secret_files import warn_exposed_secret_files
     from pgwatch_cpa.daemon.lifecycle import limit_malloc_arenas, run_daemon
+    from pgwatch_cpa.daemon.web_config import load_web_config
 
     overrides = {"PGWATCH_LISTEN": args.listen} if args.listen else {}
+    web_config = load_web_config(args.web_config_file) if args.web_config_file else None  # ConfigError: exit 2
     settings = _loading(args.config, lambda: load_settings(args.config, environ=_environ(overrides)))
     _setup_logging(args, settings)
     warn_exposed_secret_files(settings)  # one WARNING per secret file readable by group or others
     limit_malloc_arenas()
-    asyncio.run(run_daemon(settings))
+    asyncio.run(run_daemon(settings, web_config))
     return EXIT_OK
 
 
@@ -183,6 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = add("run", help="run the monitoring daemon")
     run.add_argument("--config", required=True, help="YAML config file")
     run.add_argument("--listen", help="HOST:PORT for /metrics (overrides the config)")
+    run.add_argument("--web.config.file", dest="web_config_file", metavar="FILE",
+                     help="TLS and basic auth for the endpoints, in the Prometheus exporter-toolkit's web config "
+                          "format (/healthz and /readyz stay open)")
     run.set_defaults(func=_cmd_run)
 
     check = add("check-config", help="validate a config file (exit 0 valid, 2 invalid)")

@@ -9,17 +9,19 @@ import signal
 from collections.abc import AsyncIterator
 
 from aiohttp import web
+from prometheus_client import Counter
 
 from pgwatch_cpa.collectors import POSTGRES_COLLECTORS, REDIS_COLLECTORS
 from pgwatch_cpa.config import Settings
 from pgwatch_cpa.daemon.alerting import AlertingService
 from pgwatch_cpa.daemon.exposition import Exposition
-from pgwatch_cpa.daemon.http import build_app
+from pgwatch_cpa.daemon.http import GuardedSite, ThrottledLog, build_app, server_args
 from pgwatch_cpa.daemon.poller import TargetPoller
 from pgwatch_cpa.daemon.postgres_poller import PostgresPoller
 from pgwatch_cpa.daemon.redis_poller import RedisPoller
 from pgwatch_cpa.daemon.reporting import ReportingService
 from pgwatch_cpa.daemon.snapshot import SnapshotStore
+from pgwatch_cpa.daemon.web_config import BasicAuth, WebConfig
 from pgwatch_cpa.errors import PgwatchError
 
 log = logging.getLogger(__name__)
@@ -32,8 +34,10 @@ class ListenError(PgwatchError):
 
 
 class Daemon:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, web_config: WebConfig | None = None) -> None:
         self.settings = settings
+        self.web_config = web_config or WebConfig("defaults")
+        self.auth = BasicAuth(self.web_config.users) if self.web_config.users else None
         self.store = SnapshotStore()
         self.exposition = Exposition(self.store)
         self.pollers: list[TargetPoller] = self._build_pollers()
@@ -41,8 +45,23 @@ class Daemon:
                                          self.exposition.live_registry) if settings.alerting.rules else None)
         # Always there for /report; it builds on a schedule only when report.schedule is set.
         self.reporting = ReportingService(settings, self.exposition.live_registry)
-        self.app = build_app(self.exposition, self, self.alerting.engine if self.alerting else None, self.reporting)
+        self.app = build_app(self.exposition, self, self.alerting.engine if self.alerting else None, self.reporting,
+                             self.auth)
+        self._http_closed = Counter("pgwatch_http_connections_closed_early_total",
+                                    "HTTP connections closed before a request was served: reason=limit (at the cap "
+                                    "of open connections), header_timeout (request headers too slow).",
+                                    ["reason"], registry=self.exposition.live_registry)
+        for reason in ("limit", "header_timeout"):
+            self._http_closed.labels(reason)
         self.app.cleanup_ctx.append(self._background)
+
+    def _web_summary(self) -> str:
+        if self.web_config.source == "defaults":
+            return ""
+        features = [name for name, on in (("TLS", self.web_config.ssl_context is not None),
+                                          (f"basic auth for {len(self.web_config.users)} user(s)", bool(self.auth)))
+                    if on]
+        return f"; {self.web_config.source}: {' and '.join(features) or 'neither TLS nor basic auth'}"
 
     def _build_pollers(self) -> list[TargetPoller]:
         pollers: list[TargetPoller] = []
@@ -78,21 +97,30 @@ class Daemon:
             await asyncio.gather(*(p.close() for p in self.pollers), return_exceptions=True)
 
     async def serve(self, stop: asyncio.Event) -> None:
-        runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        throttled = ThrottledLog(logging.getLogger("pgwatch_cpa.daemon.http"))
+        runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=1.0,
+                               **server_args(throttled))
         await runner.setup()
         host, port = self.settings.listen_host_port
+        site = GuardedSite(runner, host, port, throttled, ssl_context=self.web_config.ssl_context,
+                           closed=lambda reason: self._http_closed.labels(reason).inc())
         try:
-            await web.TCPSite(runner, host, port).start()
+            await site.start()
         except OSError as exc:
             await runner.cleanup()
             raise ListenError(f"cannot listen on {self.settings.listen}: {exc.strerror or exc}") from None
-        log.info("pgwatch-cpa listening on http://%s/metrics (%d postgres, %d redis targets)",
-                 self.settings.listen, len(self.settings.postgres), len(self.settings.redis))
+        log.info("pgwatch-cpa listening on %s://%s/metrics (%d postgres, %d redis targets%s)", self.web_config.scheme,
+                 self.settings.listen, len(self.settings.postgres), len(self.settings.redis), self._web_summary())
+        if self.auth and not self.web_config.ssl_context:
+            log.warning("%s: basic auth without tls_server_config: passwords cross the network in clear text",
+                        self.web_config.source)
         try:
             await stop.wait()
         finally:
             log.info("shutting down")
             await runner.cleanup()
+            if self.auth is not None:
+                self.auth.close()
 
 
 def limit_malloc_arenas(arenas: int = 2) -> None:
@@ -105,15 +133,20 @@ def limit_malloc_arenas(arenas: int = 2) -> None:
         ctypes.CDLL("libc.so.6").mallopt(m_arena_max, arenas)
 
 
-async def run_daemon(settings: Settings) -> None:
-    """Run until SIGTERM or SIGINT."""
+def _sighup() -> None:
+    log.warning("SIGHUP: reload is not supported yet; keeping the running configuration")
+
+
+async def run_daemon(settings: Settings, web: WebConfig | None = None) -> None:
+    """Run until SIGTERM or SIGINT. SIGHUP (whose default action would end the process) is logged and ignored."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    handlers = {signal.SIGTERM: stop.set, signal.SIGINT: stop.set, signal.SIGHUP: _sighup}
+    for sig, handler in handlers.items():
+        loop.add_signal_handler(sig, handler)
     try:
-        await Daemon(settings).serve(stop)
+        await Daemon(settings, web).serve(stop)
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in handlers:
             with contextlib.suppress(Exception):
                 loop.remove_signal_handler(sig)
