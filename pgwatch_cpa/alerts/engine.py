@@ -21,6 +21,7 @@ from pathlib import Path
 
 from pgwatch_cpa.alerts.history import History, LabelKey, label_key
 from pgwatch_cpa.alerts.promql import DEFAULT_LOOKBACK, EvalError, Evaluator, Sample
+from pgwatch_cpa.alerts.promql.values import rotate_label_caches
 from pgwatch_cpa.alerts.rules import AlertRule, RuleGroup, RuleSet
 from pgwatch_cpa.alerts.templates import go_float_e
 from pgwatch_cpa.errors import PgwatchError
@@ -111,6 +112,7 @@ class AlertEngine:
         """Evaluate the groups that are due at ``now`` (all of them with all_groups); return current alerts."""
         now = time.time() if now is None else now
         started = time.perf_counter()
+        rotate_label_caches()  # label sets the previous round's results created are not kept past this round
         for group, states in self._groups:
             if all_groups or self._due(group, now):
                 self._last_eval[group.name] = now
