@@ -103,8 +103,8 @@ class PgConnections:
                 import psycopg
 
                 # A server-side error (statement or lock timeout, privilege) leaves an autocommit connection
-                # usable; a lost connection or a cancelled query (BaseException, not caught here) does not.
-                keep = not isinstance(exc, psycopg.Error) or exc.sqlstate is not None
+                # usable; a lost connection, a client deadline or a cancelled query (BaseException) does not.
+                keep = not isinstance(exc, psycopg.Error | TimeoutError) or getattr(exc, "sqlstate", None) is not None
                 raise
             finally:
                 self._busy -= 1
@@ -189,16 +189,26 @@ async def client_deadline(conn: Any, seconds: float | None) -> AsyncIterator[Non
 
     A server-side statement_timeout cannot fire on a frozen server, and cancelling the waiting coroutine is no
     better: psycopg then sends a cancel request the frozen server never answers either and waits 10 s for it.
-    Shutting the socket down makes the pending read return at once with an OperationalError; asyncio.timeout
-    stays as a backstop.
+    Shutting the socket down makes the pending read return at once; what it raises then becomes a TimeoutError
+    (a hung server, not a restarted one: nothing to retry). asyncio.timeout stays as a backstop.
     """
     if seconds is None:
         yield
         return
-    handle = asyncio.get_running_loop().call_later(seconds, _shut_down_socket, conn)
+    expired = asyncio.Event()
+
+    def expire() -> None:
+        expired.set()
+        _shut_down_socket(conn)
+
+    handle = asyncio.get_running_loop().call_later(seconds, expire)
     try:
         async with asyncio.timeout(seconds + DEADLINE_BACKSTOP):
             yield
+    except Exception as exc:
+        if expired.is_set() and not isinstance(exc, TimeoutError):
+            raise TimeoutError(f"no answer within {seconds:g} s") from exc
+        raise
     finally:
         handle.cancel()
 
