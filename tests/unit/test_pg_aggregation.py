@@ -96,3 +96,22 @@ def test_statements_other_row_never_negative():
     totals = {**_row("all", 1, 0.3), "kind": "all", "statements": 1}
     other = other_row(totals, top)
     assert other["total_exec_time"] == 0.0 and other["calls"] == 0 and other["statements"] == 0
+
+
+def test_statement_text_loses_its_comments_and_every_literal():
+    sql = ("SELECT a -- client 4711 Smith\n FROM t /* acct 12345 /* nested */ still hidden */ "
+           "WHERE e = E'it\\'s' AND u = U&'d\\0061t' AND d = $q$ 123-45-6789 $q$ AND x = .5e3")
+    assert normalise_text(sql, 500) == "SELECT a FROM t WHERE e = '?' AND u = '?' AND d = '?' AND x = ?"
+    assert normalise_text("SELECT 'unterminated 123", 200) == "SELECT '?'"
+    assert normalise_text("SELECT $x$ unterminated 123", 200) == "SELECT '?'"
+    assert normalise_text("SELECT 1 /* unterminated 4711", 200) == "SELECT ?"
+    assert normalise_text('SELECT "Weird ""Name"" 1" FROM t', 200) == 'SELECT "Weird ""Name"" 1" FROM t'
+
+
+def test_statement_text_normalisation_handles_hostile_statements():
+    """Inputs that made the old regex pass backtrack (8,000 dollar-quote tags took 2.6 s) or recurse."""
+    tags = "SELECT " + " ".join(f"$t{i}$ x $t{i}$" for i in range(8000))
+    assert normalise_text(tags, 200).startswith("SELECT '?' '?' '?'")
+    assert normalise_text("SELECT 1 " + "/*" * 10000 + "x" + "*/" * 10000 + " FROM t", 200) == "SELECT ? FROM t"
+    huge = normalise_text("SELECT " + "a, " * 500_000 + "b", 50)
+    assert len(huge) == 50 and huge.endswith("...")
