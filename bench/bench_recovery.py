@@ -113,8 +113,8 @@ def main() -> None:
             for _ in range(args.trials):
                 frozen: list[int] = []  # every process of the cluster at the time of the fault (backends included)
                 results["PostgreSQL frozen (SIGSTOP/SIGCONT)"].append(trial(
-                    daemon, "pg_up", lambda: signal_all(freeze(pg, frozen), signal.SIGSTOP),
-                    lambda: signal_all(frozen, signal.SIGCONT)))
+                    daemon, "pg_up", lambda f=frozen: signal_all(freeze(pg, f), signal.SIGSTOP),
+                    lambda f=frozen: signal_all(f, signal.SIGCONT)))
                 results["PostgreSQL stopped/started"].append(trial(daemon, "pg_up", pg.stop, pg.start_again))
                 results["Redis stopped/started"].append(trial(daemon, "redis_up", rd.stop, rd.start_again))
         finally:
