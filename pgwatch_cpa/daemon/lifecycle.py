@@ -15,7 +15,8 @@ from pgwatch_cpa.collectors import POSTGRES_COLLECTORS, REDIS_COLLECTORS
 from pgwatch_cpa.config import Settings
 from pgwatch_cpa.daemon.alerting import AlertingService
 from pgwatch_cpa.daemon.exposition import Exposition
-from pgwatch_cpa.daemon.http import GuardedSite, ThrottledLog, build_app, server_args
+from pgwatch_cpa.daemon.http import build_app
+from pgwatch_cpa.daemon.http_guard import GuardedSite, ThrottledLog, server_args
 from pgwatch_cpa.daemon.poller import TargetPoller
 from pgwatch_cpa.daemon.postgres_poller import PostgresPoller
 from pgwatch_cpa.daemon.redis_poller import RedisPoller

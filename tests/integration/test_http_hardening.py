@@ -13,7 +13,7 @@ import pytest
 
 pytestmark = pytest.mark.integration
 
-HEADER_TIMEOUT = 10.0  # as documented (README, "Running the daemon"): pgwatch_cpa.daemon.http's constants
+HEADER_TIMEOUT = 10.0  # as documented (README, "Running the daemon"): pgwatch_cpa.daemon.http_guard's constants
 MAX_CONNECTIONS = 256
 
 STALLED = 600
