@@ -82,9 +82,11 @@ def trial(daemon: Daemon, metric: str, fault: Callable[[], object],
     time.sleep(INTERVAL * 1.5)  # connections reused, as in steady state
     started = time.monotonic()
     fault()
-    detected = daemon.seconds_until(metric, 0.0, started)
-    started = time.monotonic()
-    repair()
+    try:
+        detected = daemon.seconds_until(metric, 0.0, started)
+    finally:
+        started = time.monotonic()
+        repair()  # even when the fault went unnoticed: never leave a frozen or stopped server behind
     recovered = daemon.seconds_until(metric, 1.0, started)
     print(f"  {metric}: 0 after {detected:.2f} s, 1 again after {recovered:.2f} s", flush=True)
     return detected, recovered
