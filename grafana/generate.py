@@ -680,8 +680,8 @@ def postgres() -> dict[str, Any]:
     b.row("Detail: tables and vacuum")
     by_table = "target, datname, schemaname, relname"
     table_join = ("datname", "schemaname", "relname")
-    b.table("Tables with many sequential scans", "Tables read more by sequential than index scans with at least "
-            "seq_scan_threshold sequential scans: a missing index, or a small table (then harmless).", "short", [
+    b.table("Tables read mostly by sequential scans", "Tables read more by sequential than index scans, of more than "
+            "seq_scan_min_live_rows live rows (the guide's rule): likely a missing index.", "short", [
                 ("seq scans", f"max by ({by_table}) (pg_stat_user_tables_seq_scan_heavy{{{SEL}{DB}}})", "short"),
                 ("seq scans/s", f"sum by ({by_table}) ({rate('pg_stat_user_tables_seq_scan_total', DB)})", "ops"),
                 ("rows read by seq scans/s",

@@ -111,7 +111,9 @@ class PostgresTarget(StrictModel):
     idle_in_transaction_threshold: Annotated[Duration, between("100ms", "1d")] = 300.0
     # pg_stat_statements: mean execution time above this
     slow_query_threshold: Annotated[Duration, between("1ms", "1h")] = 1.0
-    seq_scan_threshold: Annotated[int, Field(ge=0)] = 1000  # tables: seq_scan > idx_scan and >= this
+    # tables read mostly by sequential scans: seq_scan > idx_scan on tables of more than this many live rows
+    seq_scan_min_live_rows: Annotated[int, Field(ge=0)] = 1000
+    seq_scan_threshold: Annotated[int, Field(ge=0)] = 1000  # report: such a table is a warning from this many scans
     query_text: bool = False  # export normalised, truncated pg_stat_statements text (top-N) as an info metric
     query_text_max_length: Annotated[int, Field(ge=16, le=4096)] = 200
     _conninfo: str = PrivateAttr(default="")

@@ -338,7 +338,7 @@ def test_every_panel_and_variable_query_returns_data(pg_server, redis_server, da
         "postgres": [{
             "name": "pg-e2e", "dsn": pg_server.dsn(user=MONITOR_ROLE, password=MONITOR_PASSWORD),
             "query_text": True, "slow_query_threshold": "50ms", "long_query_threshold": "1s",
-            "seq_scan_threshold": 1,
+            "seq_scan_min_live_rows": 0,
             "collectors": {name: {"interval": f"{SCRAPE_INTERVAL}s"} for name in ("database_size", "table_size",
                                                                                   "settings")},
         }],

@@ -229,22 +229,33 @@ async def test_unused_and_invalid_indexes(pg):
         assert h.value("pg_stat_user_indexes_size_bytes", indexrelname="idx_t_pkey") > 0
 
 
-async def test_table_without_index_and_many_seq_scans_is_reported(pg):
+async def test_tables_read_mostly_by_seq_scans_follow_the_guides_rule(pg):
+    """seq_scan > coalesce(idx_scan, 0) on more than 1,000 live rows (the default): a few scans of a large table
+    without an index count, many scans of a small table do not, nor does a large table read through its index."""
     with su_connect(pg) as su:
         su.execute("CREATE TABLE noidx_t (a int)")
-        su.execute("INSERT INTO noidx_t SELECT generate_series(1, 100)")
+        su.execute("INSERT INTO noidx_t SELECT generate_series(1, 1500)")
+        su.execute("CREATE TABLE small_t (a int)")
+        su.execute("INSERT INTO small_t SELECT generate_series(1, 100)")
         su.execute("CREATE TABLE indexed_t (id int PRIMARY KEY)")
-        su.execute("INSERT INTO indexed_t SELECT generate_series(1, 100)")
+        su.execute("INSERT INTO indexed_t SELECT generate_series(1, 1500)")
     with su_connect(pg) as worker:  # closing the session flushes its table statistics
-        for _ in range(20):
+        worker.execute("SET enable_seqscan = off")
+        for _ in range(3):
             worker.execute("SELECT count(*) FROM noidx_t")
             worker.execute("SELECT * FROM indexed_t WHERE id = 5")
-    async with Harness(target(pg, seq_scan_threshold=10)) as h:
-        await h.poll_until(lambda: (h.value("pg_stat_user_tables_seq_scan_heavy", relname="noidx_t") or 0) >= 20)
+        for _ in range(20):
+            worker.execute("SELECT count(*) FROM small_t")
+    async with Harness(target(pg)) as h:
+        await h.poll_until(lambda: (h.value("pg_stat_user_tables_seq_scan_heavy", relname="noidx_t") or 0) >= 3)
         assert h.value("pg_stat_user_tables_idx_scan_total", relname="noidx_t") == 0  # NULL became 0
+        assert h.value("pg_stat_user_tables_seq_scan_heavy", relname="small_t") is None
+        assert h.value("pg_stat_user_tables_seq_scan_total", relname="small_t") >= 20
         assert h.value("pg_stat_user_tables_seq_scan_heavy", relname="indexed_t") is None
         assert h.value("pg_tables_seq_scan_heavy", datname="postgres") >= 1
-        assert h.value("pg_stat_user_tables_n_live_tup", relname="noidx_t", datname="postgres") == 100
+        assert h.value("pg_stat_user_tables_n_live_tup", relname="noidx_t", datname="postgres") == 1500
+    async with Harness(target(pg, seq_scan_min_live_rows=50)) as h:
+        await h.poll_until(lambda: (h.value("pg_stat_user_tables_seq_scan_heavy", relname="small_t") or 0) >= 20)
 
 
 # ------------------------------------------------------------------ database, settings, replication

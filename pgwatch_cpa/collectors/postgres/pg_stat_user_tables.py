@@ -52,7 +52,7 @@ class TablesCollector(PgCollector):
     async def collect(self, ctx: PgContext, out: MetricSet) -> None:
         s = ctx.settings
         rows = await fetch(ctx, "pg_stat_user_tables",
-                           {"top_n": s.top_n, "seq_scan_threshold": s.seq_scan_threshold})
+                           {"top_n": s.top_n, "min_live_rows": s.seq_scan_min_live_rows})
         db = {"datname": ctx.database}
         for r in rows:
             if r["kind"] == "total":
@@ -63,8 +63,8 @@ class TablesCollector(PgCollector):
             labels = {**db, "schemaname": r["schemaname"], "relname": r["relname"]}
             if r["kind"] == "heavy":
                 out.gauge("pg_stat_user_tables_seq_scan_heavy",
-                          "Tables read more by sequential than index scans, with at least seq_scan_threshold "
-                          "sequential scans (value: seq_scan).", r["seq_scan"], labels)
+                          "Tables read more by sequential than index scans, of more than seq_scan_min_live_rows "
+                          "live rows (value: seq_scan).", r["seq_scan"], labels)
                 continue
             for suffix, doc, column in _COUNTERS:
                 out.counter("pg_stat_user_tables_" + suffix, doc, num(r[column]) or 0.0, labels)
@@ -87,7 +87,7 @@ class TablesCollector(PgCollector):
     def _totals(out: MetricSet, r: dict[str, Any], db: dict[str, str]) -> None:
         out.gauge("pg_tables", "User tables in the database.", r["tables"], db)
         out.gauge("pg_tables_seq_scan_heavy",
-                  "Tables with seq_scan > coalesce(idx_scan, 0) and seq_scan >= seq_scan_threshold.",
+                  "Tables with seq_scan > coalesce(idx_scan, 0) and n_live_tup > seq_scan_min_live_rows.",
                   r["seq_scan_heavy"], db)
         for suffix, doc, column in _COUNTERS:
             out.counter("pg_tables_" + suffix, doc + " All user tables of the database.", num(r[column]) or 0.0,

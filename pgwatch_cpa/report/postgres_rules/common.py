@@ -57,13 +57,14 @@ class Rules:
     target: str
     slow_query_seconds: float = 1.0
     seq_scan_threshold: int = 1000
+    seq_scan_min_live_rows: int = MIN_TABLE_ROWS
     query_text: bool = False
     query_text_max_length: int = 200
 
     @classmethod
     def for_target(cls, target: Any) -> Rules:
         return cls(target.name, float(target.slow_query_threshold), int(target.seq_scan_threshold),
-                   bool(target.query_text), int(target.query_text_max_length))
+                   int(target.seq_scan_min_live_rows), bool(target.query_text), int(target.query_text_max_length))
 
     def finding(self, kind: str, severity: Severity, database: str | None, obj: str | None, title: str,
                 evidence: Mapping[str, Scalar], score: float, recommendation: str, effect: str) -> Finding:

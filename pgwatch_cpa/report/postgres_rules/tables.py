@@ -63,11 +63,12 @@ def table_findings(rules: Rules, database: str, tables: Sequence[Row], settings:
 def missing_index_candidates(rules: Rules, database: str, tables: Sequence[Row],
                              texts: Sequence[Row] = ()) -> list[Finding]:
     """The guide's rule, corrected: seq_scan > coalesce(idx_scan, 0) (a table without an index counts) on tables
-    of more than 1,000 live rows, the most rows read sequentially first. Scans that read fewer rows than that
-    in all (the build of an index on an empty table) do not make a candidate."""
+    of more than seq_scan_min_live_rows (the guide's 1,000) live rows, the most rows read sequentially first.
+    Scans that read fewer rows than that in all (the build of an index on an empty table) do not make one."""
+    least = rules.seq_scan_min_live_rows
     candidates = [r for r in tables
-                  if number(r["seq_scan"]) > number(r["idx_scan"]) and number(r["n_live_tup"]) > MIN_TABLE_ROWS
-                  and number(r["seq_tup_read"]) > MIN_TABLE_ROWS]
+                  if number(r["seq_scan"]) > number(r["idx_scan"]) and number(r["n_live_tup"]) > least
+                  and number(r["seq_tup_read"]) > least]
     candidates.sort(key=lambda r: (-number(r["seq_tup_read"]), table_name(r)))
     candidates = candidates[:MISSING_INDEX_MAX]
     statements = statement_tables(candidates, texts) if rules.query_text else {}

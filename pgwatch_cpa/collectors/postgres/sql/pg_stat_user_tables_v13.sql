@@ -1,6 +1,7 @@
 -- Per-table statistics of the current database: the top-N tables by activity (kind = 'table'), the top-N
 -- tables read mostly by sequential scans (kind = 'heavy'), one totals row (kind = 'total'). ORDER BY + LIMIT
--- (top-N heap sorts) over one materialised scan. Lock-free: no size
+-- (top-N heap sorts) over one materialised scan. "Mostly sequential" is the guide's rule: seq_scan > idx_scan on a
+-- table of more than min_live_rows live rows (smaller tables are read whole, index or not). Lock-free: no size
 -- functions here (sizes are the slow table_size collector). coalesce(idx_scan, 0): a table without any index
 -- has idx_scan NULL and must still count as sequentially scanned.
 -- The pg_stat_get_* functions are called directly with the definitions of pg_stat_user_tables and
@@ -38,7 +39,7 @@ WITH idx AS (
            pg_catalog.pg_stat_get_blocks_hit(c.oid) AS heap_blks_hit,
            coalesce(idx.blks_read, 0) AS idx_blks_read, coalesce(idx.blks_hit, 0) AS idx_blks_hit,
            (pg_catalog.pg_stat_get_numscans(c.oid) > coalesce(idx.scans, 0)
-            AND pg_catalog.pg_stat_get_numscans(c.oid) >= %(seq_scan_threshold)s) AS seq_scan_heavy
+            AND pg_catalog.pg_stat_get_live_tuples(c.oid) > %(min_live_rows)s) AS seq_scan_heavy
     FROM pg_catalog.pg_class AS c
     JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
     LEFT JOIN idx ON idx.indrelid = c.oid
