@@ -7,6 +7,7 @@ Redis and cache scenarios in the other. Each is stopped with SIGINT (Ctrl-C) onc
 
 from __future__ import annotations
 
+import itertools
 import re
 import signal
 import subprocess
@@ -180,6 +181,18 @@ def test_metrics_are_plausible(demos):
     assert utilisation and all(0 < u <= 1 for u in utilisation)
     calls = _sample(text, "pg_stat_statements_calls_total")
     assert calls and sum(calls) > 0
+
+
+def test_status_lines_sum_up_what_the_daemon_exports(demos):
+    """A plain run is not silent: a status line every 10 s, read from the daemon, with the workload's traffic."""
+    lines = [line for line in demos[0].lines if "] status: " in line]
+    assert len(lines) >= 3, demos[0].output()[-4000:]
+    stamps = [float(re.match(r"^\[\s*([\d.]+)s\]", line)[1]) for line in lines]
+    gaps = [b - a for a, b in itertools.pairwise(stamps)]
+    assert min(gaps) >= 9.5, gaps
+    rates = [float(m[1]) for line in lines if (m := re.search(r"status: ([\d.]+) req/s", line))]
+    assert rates and max(rates) > 1, lines
+    assert all(re.search(r"cache hit [\d.]+% \(>90%\) \| pg pool \d+/\d+ \| firing: ", line) for line in lines), lines
 
 
 def test_the_report_shows_what_the_scenarios_did(demos):
