@@ -23,7 +23,7 @@ T = TypeVar("T")
 def _cmd_run(args: argparse.Namespace) -> int:
     from pgwatch_cpa.config import load_settings
     from pgwatch_cpa.config.secret_files import warn_exposed_secret_files
-    from pgwatch_cpa.daemon.lifecycle import limit_malloc_arenas, run_daemon
+    from pgwatch_cpa.daemon.lifecycle import limit_malloc_arenas, run_daemon, share_the_gil_finely
     from pgwatch_cpa.daemon.web_config import load_web_config
 
     overrides = {"PGWATCH_LISTEN": args.listen} if args.listen else {}
@@ -32,6 +32,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     _setup_logging(args, settings)
     warn_exposed_secret_files(settings)  # one WARNING per secret file readable by group or others
     limit_malloc_arenas()
+    share_the_gil_finely()
     asyncio.run(run_daemon(settings, web_config))
     return EXIT_OK
 

@@ -1,7 +1,10 @@
-"""/metrics rendering: a prometheus_client Collector over the snapshot store, rendered once per change.
+"""/metrics rendering: the snapshot store rendered once per change, and only what changed.
 
 Rendering tens of thousands of series costs tens of milliseconds in Python, so it happens when a snapshot
 changes (in a worker thread), not on every scrape; scrapes serve the cached bytes plus a few live self-metrics.
+Each (target, collector) result is rendered family by family when it is new and kept; a render joins the kept
+lines under one HELP/TYPE header per family name. So a cycle costs the rendering of the collectors that ran,
+not of every series of every target (a fleet's cost would otherwise grow with the square of its size).
 
 A sample that cannot be rendered (a label value that is not a string: a collector bug) never makes /metrics
 answer 500: that render is redone family by family, the samples that fail are left out, logged once per family
@@ -14,6 +17,7 @@ import asyncio
 import logging
 import platform
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 from prometheus_client import (
     CollectorRegistry,
@@ -29,7 +33,7 @@ from prometheus_client.openmetrics import exposition as openmetrics
 from prometheus_client.registry import Collector
 
 from pgwatch_cpa import __version__
-from pgwatch_cpa.daemon.snapshot import SnapshotStore
+from pgwatch_cpa.daemon.snapshot import SnapshotKey, SnapshotStore
 
 TEXT = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS = openmetrics.CONTENT_TYPE_LATEST
@@ -37,22 +41,16 @@ _EOF = b"# EOF\n"
 
 log = logging.getLogger(__name__)
 
+BUILD_INFO_KEY: SnapshotKey = ("", "build_info")  # no target is named ""
 # *_created series double the self-metrics and no dashboard or rule of ours reads them.
 disable_created_metrics()
 
 
-class SnapshotCollector(Collector):
-    """Reads the store; never does I/O."""
-
-    def __init__(self, store: SnapshotStore) -> None:
-        self.store = store
-
-    def collect(self) -> Iterator[Metric]:
-        build = GaugeMetricFamily("pgwatch_build_info", "pgwatch-cpa build information (always 1).",
-                                  labels=["version", "python_version"])
-        build.add_metric([__version__, platform.python_version()], 1.0)
-        yield build
-        yield from self.store.families()
+def build_info() -> Metric:
+    build = GaugeMetricFamily("pgwatch_build_info", "pgwatch-cpa build information (always 1).",
+                              labels=["version", "python_version"])
+    build.add_metric([__version__, platform.python_version()], 1.0)
+    return build
 
 
 class _Families(Collector):
@@ -75,13 +73,40 @@ def _generate_families(families: Iterable[Metric], openmetrics_format: bool) -> 
     return _generate(registry, openmetrics_format)
 
 
+@dataclass(frozen=True)
+class RenderedFamily:
+    """One family of one result: its HELP/TYPE(/UNIT) lines and its sample lines, apart so results can share
+    one header."""
+
+    name: str
+    header: bytes
+    samples: bytes
+
+
+def _split(name: str, body: bytes) -> RenderedFamily:
+    lines = body.splitlines(keepends=True)
+    cut = next((i for i, line in enumerate(lines) if not line.startswith(b"#")), len(lines))
+    return RenderedFamily(name, b"".join(lines[:cut]), b"".join(lines[cut:]))
+
+
+def _join(results: Iterable[tuple[RenderedFamily, ...]]) -> bytes:
+    """One header per family name (the first result's), then every result's samples of that name."""
+    headers: dict[str, bytes] = {}
+    samples: dict[str, list[bytes]] = {}
+    for rendered in results:
+        for family in rendered:
+            if family.name not in headers:
+                headers[family.name], samples[family.name] = family.header, []
+            samples[family.name].append(family.samples)
+    return b"".join(headers[name] + b"".join(parts) for name, parts in samples.items())
+
+
 class Exposition:
     """Caches the rendered snapshot per format, keyed by the store version."""
 
     def __init__(self, store: SnapshotStore) -> None:
         self.store = store
-        self._snapshot_registry = CollectorRegistry(auto_describe=False)
-        self._snapshot_registry.register(SnapshotCollector(store))
+        self._build_info = (build_info(),)
         self.live_registry = CollectorRegistry()
         ProcessCollector(registry=self.live_registry)
         self.scrapes = Counter("pgwatch_scrapes_total", "Requests served on /metrics.",
@@ -94,6 +119,9 @@ class Exposition:
                                        "Samples left out of /metrics because they could not be rendered (a bug).",
                                        registry=self.live_registry)
         self._cache: dict[bool, tuple[int, bytes]] = {}
+        # per format: (target, collector) -> (the families rendered, what they rendered to)
+        self._parts: dict[bool, dict[SnapshotKey, tuple[tuple[Metric, ...], tuple[RenderedFamily, ...]]]] = {
+            False: {}, True: {}}
         self._lock = asyncio.Lock()
         self._logged_unrenderable: set[str] = set()
 
@@ -114,28 +142,29 @@ class Exposition:
             cached = self._cache.get(openmetrics_format)
             if cached and cached[0] == version:
                 return cached[1]
+            # taken on the loop, so the thread renders a consistent view; the build info is kept like a result
+            results = {BUILD_INFO_KEY: self._build_info, **self.store.results()}
             with self.render_seconds.time():
-                body = await asyncio.to_thread(self._render, openmetrics_format)
+                body = await asyncio.to_thread(self._render, results, openmetrics_format)
             self._cache[openmetrics_format] = (version, body)
             return body
 
-    def _render(self, openmetrics_format: bool) -> bytes:
-        try:
-            return _generate(self._snapshot_registry, openmetrics_format)
-        except Exception:  # a sample that cannot be rendered must not take every other one down with it
-            return self._render_salvaged(openmetrics_format)
+    def _render(self, results: dict[SnapshotKey, tuple[Metric, ...]], openmetrics_format: bool) -> bytes:
+        parts = self._parts[openmetrics_format]
+        for key in parts.keys() - results.keys():
+            del parts[key]
+        for key, families in results.items():
+            kept = parts.get(key)
+            if kept is None or kept[0] is not families:
+                parts[key] = (families, tuple(self._render_family(f, openmetrics_format) for f in families))
+        return _join(rendered for _families, rendered in parts.values())
 
-    def _render_salvaged(self, openmetrics_format: bool) -> bytes:
-        """Render family by family; of a family that fails, keep the samples that render on their own."""
-        kept = []
-        for family in SnapshotCollector(self.store).collect():
-            try:
-                _generate_families([family], openmetrics_format)
-            except Exception as exc:
-                kept.append(self._salvaged_family(family, exc, openmetrics_format))
-            else:
-                kept.append(family)
-        return _generate_families(kept, openmetrics_format)
+    def _render_family(self, family: Metric, openmetrics_format: bool) -> RenderedFamily:
+        try:
+            return _split(family.name, _generate_families([family], openmetrics_format))
+        except Exception as exc:  # a sample that cannot be rendered must not take every other one down with it
+            clean = self._salvaged_family(family, exc, openmetrics_format)
+            return _split(family.name, _generate_families([clean], openmetrics_format))
 
     def _salvaged_family(self, family: Metric, error: Exception, openmetrics_format: bool) -> Metric:
         clean = Metric(family.name, family.documentation, family.type, family.unit)

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -132,6 +133,13 @@ def limit_malloc_arenas(arenas: int = 2) -> None:
     m_arena_max = -8
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").mallopt(m_arena_max, arenas)
+
+
+def share_the_gil_finely(seconds: float = 0.0005) -> None:
+    """Let a thread holding the GIL hand it over every 0.5 ms instead of Python's 5 ms: while the render thread
+    works, the event loop (scrapes, collectors' I/O) waits at most this long for each of its turns.
+    bench_cycle_cpu: scrape p99 during cycles 67 ms -> 10 ms on the large catalog, CPU per cycle unchanged."""
+    sys.setswitchinterval(seconds)
 
 
 def _sighup() -> None:

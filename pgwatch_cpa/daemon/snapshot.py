@@ -11,14 +11,14 @@ from collections.abc import Iterable
 
 from prometheus_client.core import Metric
 
-from pgwatch_cpa.collectors.metric_set import merge_families
+SnapshotKey = tuple[str, str]  # (target, collector)
 
 
 class SnapshotStore:
     """Latest families per (target, collector). Readers get a consistent, immutable view."""
 
     def __init__(self) -> None:
-        self._results: dict[tuple[str, str], tuple[Metric, ...]] = {}
+        self._results: dict[SnapshotKey, tuple[Metric, ...]] = {}
         self.version = 0
         self._changed = asyncio.Event()
 
@@ -39,9 +39,9 @@ class SnapshotStore:
             await self._changed.wait()
         return self.version
 
-    def families(self) -> list[Metric]:
-        """All families merged by name across targets and collectors (each name appears once)."""
-        return list(merge_families(list(self._results.values())))
+    def results(self) -> dict[SnapshotKey, tuple[Metric, ...]]:
+        """The latest families of each (target, collector); a copy, so a reader in a thread sees one version."""
+        return dict(self._results)
 
     def samples(self) -> Iterable[tuple[str, dict[str, str], float]]:
         for families in list(self._results.values()):

@@ -102,3 +102,64 @@ async def test_concurrent_scrapes_share_one_render():
     assert [one(p, "pgwatch_render_duration_seconds_count") for p in parsed] == [1.0] * 5
     assert {one(p, "pg_connections", state="active") for p in parsed} == {7.0}
     assert max(one(p, "pgwatch_scrapes_total") for p in parsed) == 5.0
+
+
+def _result(target: str, collector: str, value: float) -> tuple:
+    out = MetricSet({"target": target})
+    out.gauge("pgwatch_collector_success", "1 if the last run succeeded.", 1.0, {"collector": collector})
+    out.counter(f"{collector}_calls_total", "Calls.", value)
+    out.histogram("shared_seconds", "A family every result writes into.", [0.1, 1.0], [1, 2, value], value,
+                  {"collector": collector})
+    out.info("pgwatch_target_info", "Target.", {"collector": collector})
+    return out.families()
+
+
+def _whole_render(store: SnapshotStore, openmetrics_format: bool) -> dict:
+    """What one render of every family merged by name gives (the reference the incremental render must equal)."""
+    from prometheus_client import CollectorRegistry
+    from prometheus_client import generate_latest as text_latest
+    from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
+
+    from pgwatch_cpa.collectors.metric_set import merge_families
+    from pgwatch_cpa.daemon.exposition import _Families, build_info
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Families([build_info(), *merge_families(list(store.results().values()))]))
+    body = (openmetrics_latest if openmetrics_format else text_latest)(registry).decode()
+    return samples(body, parse_openmetrics if openmetrics_format else parse_text)
+
+
+async def test_incremental_render_equals_a_whole_render_and_redoes_only_what_changed(monkeypatch):
+    from pgwatch_cpa.daemon import exposition as module
+
+    rendered: list[str] = []
+    real = module._generate_families
+
+    def counting(families, openmetrics_format):
+        families = list(families)
+        rendered.extend(f.name for f in families)
+        return real(families, openmetrics_format)
+
+    monkeypatch.setattr(module, "_generate_families", counting)
+    store = SnapshotStore()
+    for target in ("db1", "db2", "db3"):
+        for collector in ("activity", "statements"):
+            store.put(target, collector, _result(target, collector, 3.0))
+    exposition = Exposition(store)
+    for accept, parse, om in ((None, parse_text, False), (OPENMETRICS_ACCEPT, parse_openmetrics, True)):
+        body, _ = await exposition.render(accept)
+        if om:
+            assert body.decode().count("# EOF") == 1
+        assert _whole_render(store, om).items() <= samples(body.decode(), parse).items()
+        for name in ("shared_seconds", "pgwatch_collector_success"):  # one header for every result's samples
+            assert body.decode().count(f"# TYPE {name} ") == 1
+
+    rendered.clear()
+    store.put("db2", "statements", _result("db2", "statements", 9.0))  # one result changes, one goes away
+    store.put("db3", "activity", ())
+    body, _ = await exposition.render(None)
+    assert sorted(rendered) == sorted(f.name for f in _result("db2", "statements", 9.0))
+    parsed = samples(body.decode())
+    assert _whole_render(store, False).items() <= parsed.items()
+    assert one(parsed, "statements_calls_total", target="db2") == 9.0
+    assert not [k for k in parsed if dict(k[1]).get("target") == "db3" and dict(k[1]).get("collector") == "activity"]
