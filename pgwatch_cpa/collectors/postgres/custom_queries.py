@@ -42,6 +42,7 @@ NOT_A_NUMBER = "not_a_number"
 NOT_FINITE = "not_finite"
 LABEL_TOO_LONG = "label_too_long"
 DUPLICATE_LABELS = "duplicate_labels"
+_WHAT = {NULL_VALUE: "NULL", NOT_A_NUMBER: "not a number", NOT_FINITE: "not a finite number"}
 # SQLSTATE classes of a query that will fail the same way every time: 42 (syntax error or access rule violation:
 # missing table, column, function or privilege), 0A (feature not supported), 25006 (a write in a read-only run).
 _BOUND_TO_FAIL = ("42", "0A", "25006")
@@ -124,9 +125,9 @@ class CustomQueryCollector(PgCollector):
     def _sample(self, ctx: PgContext, out: MetricSet, column: Column, raw: Any, labels: dict[str, str]) -> None:
         q = self.query
         value, reason = sample_value(raw)
-        if value is None:
-            skip_rows(ctx.state, reason or NOT_A_NUMBER,
-                      f"custom query {q.key}: column {column.name} held a {reason or 'bad'} value")
+        if value is None or reason is not None:
+            reason = reason or NOT_A_NUMBER
+            skip_rows(ctx.state, reason, f"custom query {q.key}: the value of column {column.name} is {_WHAT[reason]}")
             return
         name = q.metric_name(column)
         doc = column.description or f"Column {column.name} of custom query {q.key} ({q.source})."
@@ -168,7 +169,8 @@ def custom_query_collectors(queries: Sequence[CustomQuery]) -> list[Collector]:
 
 def sample_value(value: Any) -> tuple[float | None, str | None]:
     """A database value as a sample value (postgres_exporter's conversions: numbers, booleans as 1/0, times
-    as Unix seconds, numeric text), or (None, why not)."""
+    as whole Unix seconds, numeric text; an interval as seconds, where postgres_exporter has NaN), or (None, why
+    not)."""
     if value is None:
         return None, NULL_VALUE
     try:
@@ -183,8 +185,8 @@ def sample_value(value: Any) -> tuple[float | None, str | None]:
 def _number(value: Any) -> float | None:
     if isinstance(value, bool | int | float | Decimal):
         return float(value)
-    if isinstance(value, datetime):
-        return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
+    if isinstance(value, datetime):  # whole seconds, as postgres_exporter (Go's time.Unix())
+        return math.floor((value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp())
     if isinstance(value, date):
         return datetime(value.year, value.month, value.day, tzinfo=UTC).timestamp()
     if isinstance(value, timedelta):
