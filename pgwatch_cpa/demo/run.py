@@ -136,6 +136,7 @@ def daemon_settings(listen: str, monitor_dsn: str, redis_url: str, rules: Path, 
         "interval": INTERVAL,
         "postgres": [{"name": DEMO_DB, "dsn": monitor_dsn, **THRESHOLDS}],
         "redis": [{"name": "cache", "url": redis_url}],
+        "custom_queries": ["builtin:cpa_business.yaml"],  # the guide's OCR, report and QuickBooks targets
         "alerting": {
             "rules": [str(rules)],
             "external_url": f"http://{listen}",
