@@ -27,9 +27,9 @@ def cpa(pg_server: PostgresSandbox) -> PostgresSandbox:
     return pg_server
 
 
-def plant(pg: PostgresSandbox) -> None:
+def plant(owner_dsn: str) -> None:
     """Two organizations; rows whose ages are set relative to now() (the views compute ages at read time)."""
-    with psycopg.connect(pg.dsn(dbname="cpa_business"), autocommit=True) as su:
+    with psycopg.connect(owner_dsn, autocommit=True) as su:
         su.execute("TRUNCATE organizations, users, clients, documents, report_jobs, quickbooks_syncs CASCADE")
         for org in ("org-a", "org-b"):
             su.execute("INSERT INTO organizations (id, name, subdomain) VALUES (%s, %s, %s)", (org, org, org))
@@ -58,7 +58,7 @@ def plant(pg: PostgresSandbox) -> None:
 
 
 async def test_business_queries_give_the_planted_ages(cpa, tmp_path):
-    plant(cpa)
+    plant(cpa.dsn(dbname="cpa_business"))
     dsn = cpa.dsn(MONITOR, MONITOR_PW, dbname="cpa_business")
     async with Harness(write_config(tmp_path, ["builtin:cpa_business.yaml"], dsn=dsn)) as h:
         await h.poll()
@@ -105,3 +105,33 @@ def test_the_business_file_is_shipped(tmp_path):
 
     assert "cpa_business.yaml" in shipped.builtin_query_files()
     assert Path(shipped.resolve_builtin_queries("builtin:cpa_business.yaml")).is_file()
+
+
+async def test_the_background_jobs_drain_the_backlog_and_keep_the_business_metrics_live(cpa, tmp_path):
+    import asyncio
+
+    from psycopg_pool import AsyncConnectionPool
+
+    from pgwatch_cpa.cpa.background_jobs import run_background_jobs
+
+    owner = cpa.dsn(dbname="cpa_business")
+    plant(owner)
+    stop = asyncio.Event()
+    async with AsyncConnectionPool(owner, min_size=1, max_size=2, open=False) as pool:
+        jobs = asyncio.create_task(run_background_jobs(pool, ["org-a", "org-b"], stop, tick=0.2))
+        await asyncio.sleep(1.5)
+        stop.set()
+        assert await jobs >= 3
+    with psycopg.connect(owner) as su:
+        waiting = su.execute("SELECT count(*) FROM documents WHERE ocr_status IN ('pending', 'processing')")
+        assert waiting.fetchone()[0] == 0
+        jobs_by_status = dict(su.execute("SELECT status, count(*) FROM report_jobs GROUP BY status").fetchall())
+        assert jobs_by_status["completed"] >= 4  # the planted ones and those the ticks requested
+        running = su.execute("SELECT count(*), max(now() - started_at) FROM quickbooks_syncs WHERE status = 'running'")
+        count, oldest = running.fetchone()
+        assert count <= 1 and (oldest is None or oldest.total_seconds() < 5)  # the last tick's sync, at most
+    dsn = cpa.dsn(MONITOR, MONITOR_PW, dbname="cpa_business")
+    async with Harness(write_config(tmp_path, ["builtin:cpa_business.yaml"], dsn=dsn)) as h:
+        await h.poll()
+        assert h.value("cpa_business_ocr_oldest_age_seconds", status="pending") == 0
+        assert h.value("cpa_business_quickbooks_running_oldest_age_seconds", entity_type="invoices") < 5
