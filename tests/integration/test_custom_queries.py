@@ -309,14 +309,23 @@ async def test_the_reserved_names_cover_every_built_in_family(pg):
     assert not unlisted, f"add to config/reserved_metrics.py: {unlisted}"
 
 
-def test_the_daemon_runs_the_configured_custom_queries(pg, tmp_path, daemon_factory):
+def test_the_daemon_exports_custom_queries_promtool_accepts(pg, tmp_path, daemon_factory):
+    promtool = require_tool("promtool")
     (tmp_path / "q.yaml").write_text(
         "app_accounts:\n"
-        "  query: SELECT count(*) AS rows FROM pg_stat_user_tables\n"
+        "  query: SELECT count(*) AS rows, sum(seq_scan) AS seq_scan, sum(seq_scan) AS scans_total\n"
+        "         FROM pg_stat_user_tables\n"
         "  interval: 1s\n"
-        "  metrics: [{rows: {usage: GAUGE, description: User tables}}]\n")
+        "  metrics:\n"
+        "    - rows: {usage: GAUGE, description: User tables}\n"
+        "    - seq_scan: {usage: COUNTER, description: Sequential scans}\n"
+        "    - scans_total: {usage: COUNTER, description: Sequential scans again}\n")
     daemon = daemon_factory({"interval": "1s", "custom_queries": [str(tmp_path / "q.yaml")],
                              "postgres": [{"name": "main", "dsn": dsn(pg)}]})
     daemon.wait_for(lambda: daemon.sample("app_accounts_rows", target="main", datname="postgres") == 3,
                     what="app_accounts_rows")
-    assert "# HELP app_accounts_rows User tables" in daemon.metrics()
+    text = daemon.metrics()
+    assert "# HELP app_accounts_rows User tables" in text
+    assert "# TYPE app_accounts_seq_scan untyped" in text and "# TYPE app_accounts_scans_total counter" in text
+    lint = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60)
+    assert lint.returncode == 0 and not (lint.stdout + lint.stderr).strip(), lint.stdout + lint.stderr

@@ -61,11 +61,11 @@ class CustomQueryCollector(PgCollector):
         seen: set[tuple[str, ...]] = set()
         exported = 0
         for row in rows:
-            labels = self._labels(ctx, dict(zip(columns, row, strict=True)), seen)
+            values = dict(zip(columns, row, strict=True))
+            labels = self._labels(ctx, values, seen)
             if labels is None:
                 continue
             exported += 1
-            values = dict(zip(columns, row, strict=True))
             for column in q.values:
                 self._sample(ctx, out, column, values[column.name], {**db_label, **labels})
         self._report_size(ctx, out, db_label, exported, cut)
@@ -175,8 +175,10 @@ def sample_value(value: Any) -> tuple[float | None, str | None]:
         return None, NULL_VALUE
     try:
         number = _number(value)
-    except (ValueError, OverflowError):
-        return None, NOT_A_NUMBER if not isinstance(value, int | Decimal) else NOT_FINITE
+    except ValueError:  # text that is not a number
+        return None, NOT_A_NUMBER
+    except OverflowError:  # an integer beyond the float range
+        return None, NOT_FINITE
     if number is None:
         return None, NOT_A_NUMBER
     return (number, None) if math.isfinite(number) else (None, NOT_FINITE)
