@@ -495,6 +495,8 @@ def overview() -> dict[str, Any]:
            thresholds=alert_line("CpaCacheHitRateLow"), alert="CpaCacheHitRateLow", minmax=(0, 1), decimals=2, w=6,
            links=["redis"])
 
+    business(b)
+
     b.row("Detail: trends")
     b.ts("Statement latency", "Mean statement execution time per target over time (rate of seconds / rate "
          "of calls); the line is the guide's 100 ms target.", "s",
@@ -517,6 +519,38 @@ def overview() -> dict[str, Any]:
     b.ts("Database size", "Size of each database over time.", "bytes",
          q(f"sum by (target, datname) (pg_database_size_bytes{{{SEL}}})", "{{target}} {{datname}}"))
     return b.json(dashboard_links("overview"))
+
+
+def business(b: Board) -> None:
+    """The guide's business targets, from the custom queries of builtin:cpa_business.yaml."""
+    b.row("Performance: business targets (OCR, report generation, QuickBooks sync)")
+    b.stat("Oldest document waiting for OCR", "Age of the oldest document pending or processing OCR, since its "
+           "upload (cpa_business.yaml). Guide target: OCR < 30 s.", "s",
+           f"max by (target) (cpa_business_ocr_oldest_age_seconds{{{SEL}}})",
+           thresholds=alert_line("CpaOcrBacklogSlow"), alert="CpaOcrBacklogSlow", w=6)
+    b.stat("Documents waiting for OCR", "Documents pending or processing OCR.", "none",
+           f"sum by (target) (cpa_business_ocr_documents{{{SEL}}})", w=6)
+    b.stat("Oldest unfinished report job", "Age of the oldest queued or running report job, since it was "
+           "requested (no value: no backlog). Guide target: report generation < 60 s.", "s",
+           f"max by (target) (cpa_business_reports_oldest_age_seconds{{{SEL}}})",
+           thresholds=alert_line("CpaReportGenerationSlow"), alert="CpaReportGenerationSlow", w=6)
+    b.stat("Oldest running QuickBooks sync", "How long the oldest running QuickBooks sync has run. Guide target: "
+           "sync < 5 minutes.", "s", f"max by (target) (cpa_business_quickbooks_running_oldest_age_seconds{{{SEL}}})",
+           thresholds=alert_line("CpaQuickBooksSyncSlow"), alert="CpaQuickBooksSyncSlow", w=6)
+    b.ts("Business backlog ages", "Oldest OCR document, report job and running QuickBooks sync over time.", "s",
+         q(f"max by (target) (cpa_business_ocr_oldest_age_seconds{{{SEL}}})", "{{target}} OCR"),
+         q(f"max by (target) (cpa_business_reports_oldest_age_seconds{{{SEL}}})", "{{target}} report jobs"),
+         q(f"max by (target) (cpa_business_quickbooks_running_oldest_age_seconds{{{SEL}}})",
+           "{{target}} QuickBooks sync"))
+    b.ts("QuickBooks sync freshness", "Per entity type: the largest age of an organization's last completed "
+         "sync, and (right axis) how many organizations have no completed sync in the last 5 minutes.", "s",
+         q(f"max by (target, entity_type) (cpa_business_quickbooks_last_completed_max_age_seconds{{{SEL}}})",
+           "{{target}} {{entity_type}} last completed"),
+         q(f"sum by (target, entity_type) (cpa_business_quickbooks_stale_organizations{{{SEL}}})",
+           "{{target}} {{entity_type}} stale organizations"),
+         overrides=[{"matcher": {"id": "byRegexp", "options": ".*stale organizations"},
+                     "properties": [{"id": "unit", "value": "none"},
+                                    {"id": "custom.axisPlacement", "value": "right"}]}])
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -26,6 +26,11 @@ class MetricSet:
     def gauge(self, name: str, doc: str, value: float, labels: Labels | None = None) -> None:
         self._family(name, doc, "gauge").add_sample(name, {**self._const, **(labels or {})}, float(value))
 
+    def untyped(self, name: str, doc: str, value: float, labels: Labels | None = None) -> None:
+        """A sample of unknown type (``untyped`` in the text format): a custom query's COUNTER column whose name
+        lacks ``_total``, which promtool would refuse as a counter."""
+        self._family(name, doc, "unknown").add_sample(name, {**self._const, **(labels or {})}, float(value))
+
     def counter(self, name: str, doc: str, value: float, labels: Labels | None = None) -> None:
         """``name`` must end in ``_total``; the family is named without it, as the OpenMetrics spec wants."""
         if not name.endswith("_total"):
@@ -55,14 +60,22 @@ class MetricSet:
         return tuple(self._families.values())
 
 
-def merge_families(results: Sequence[tuple[Metric, ...]]) -> tuple[Metric, ...]:
-    """Families of several runs (one per database) merged by name."""
+def merge_families(results: Sequence[tuple[Metric, ...]], unique: bool = False) -> tuple[Metric, ...]:
+    """Families of several runs (one per database) merged by name. ``unique``: a sample repeated with the same
+    labels (a cluster-wide custom query run on every database) is kept once, the first run's."""
     merged: dict[str, Metric] = {}
+    seen: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
     for families in results:
         for family in families:
             existing = merged.get(family.name)
             if existing is None:
                 existing = merged[family.name] = Metric(family.name, family.documentation, family.type,
                                                         family.unit)
-            existing.samples.extend(family.samples)
+            for sample in family.samples:
+                if unique:
+                    key = (sample.name, tuple(sorted(sample.labels.items())))
+                    if key in seen:
+                        continue
+                    seen.add(key)
+                existing.samples.append(sample)
     return tuple(merged.values())

@@ -17,6 +17,7 @@ import yaml
 from pydantic import (
     BeforeValidator,
     Field,
+    PlainValidator,
     PrivateAttr,
     ValidationError,
     ValidationInfo,
@@ -24,8 +25,10 @@ from pydantic import (
     model_validator,
 )
 
+from pgwatch_cpa.config import reserved_metrics
 from pgwatch_cpa.config.alerting import AlertingSettings
 from pgwatch_cpa.config.base import Duration, Name, StrictModel, between, environ_of, read_secret
+from pgwatch_cpa.config.query_file import CustomQuery, QueryFile, QueryFileError, read_query_file
 from pgwatch_cpa.config.report import ReportSettings, receiver_problems
 from pgwatch_cpa.config.yamlfile import YamlFileError, read_yaml
 from pgwatch_cpa.errors import ConfigError
@@ -75,6 +78,25 @@ def compile_re2(pattern: str, what: str) -> Any:
 Regex = Annotated[str, BeforeValidator(_check_regex)]
 
 
+def _load_query_file(value: Any, info: ValidationInfo) -> QueryFile:
+    """A ``custom_queries`` entry: a path (relative to the config file) or ``builtin:NAME``, read and checked."""
+    from pgwatch_cpa import shipped
+
+    if not isinstance(value, str) or not value:
+        raise ValueError("expected the path of a query file (postgres_exporter's queries.yaml format) or "
+                         "builtin:NAME")
+    base = (info.context or {}).get("base_dir") or Path.cwd()
+    path = shipped.resolve_builtin_queries(value) if shipped.is_builtin(value) else Path(base) / value
+    try:
+        return read_query_file(path, value)
+    except QueryFileError as exc:
+        raise ValueError(str(exc)) from None
+
+
+# Custom SQL metrics (config.query_file): at the top level for every PostgreSQL target, or under one target.
+QueryFiles = list[Annotated[QueryFile, PlainValidator(_load_query_file)]]
+
+
 class DiscoverSettings(StrictModel):
     """Poll every connectable, non-template database whose name fully matches include and not exclude."""
 
@@ -116,6 +138,7 @@ class PostgresTarget(StrictModel):
     seq_scan_threshold: Annotated[int, Field(ge=0)] = 1000  # report: such a table is a warning from this many scans
     query_text: bool = False  # export normalised, truncated pg_stat_statements text (top-N) as an info metric
     query_text_max_length: Annotated[int, Field(ge=16, le=4096)] = 200
+    custom_queries: QueryFiles = Field(default_factory=list, max_length=50)
     _conninfo: str = PrivateAttr(default="")
 
     @model_validator(mode="after")
@@ -237,6 +260,11 @@ class Settings(StrictModel):
     log_format: Literal["text", "json"] = "text"
     alerting: AlertingSettings = Field(default_factory=AlertingSettings)
     report: ReportSettings = Field(default_factory=ReportSettings)
+    custom_queries: QueryFiles = Field(default_factory=list, max_length=50)
+
+    def queries_for(self, target: PostgresTarget) -> tuple[CustomQuery, ...]:
+        """The custom queries run on ``target``: the top-level files' and then its own."""
+        return tuple(q for f in [*self.custom_queries, *target.custom_queries] for q in f.queries)
 
     @field_validator("listen")
     @classmethod
@@ -363,9 +391,51 @@ def settings_from_mapping(raw: Any, environ: Mapping[str, str], source: str = "c
         settings = Settings.model_validate(raw, context={"environ": environ, "base_dir": base_dir or Path.cwd()})
     except ValidationError as exc:
         problems += [_format_error(err) for err in exc.errors()]
+    if settings is not None:
+        problems += custom_query_problems(settings)
     if problems or settings is None:
         raise ConfigError(problems, source=source)
     return settings
+
+
+def custom_query_problems(settings: Settings) -> list[str]:
+    """Custom queries that would export a name twice: a key or metric name of two files (top level and each
+    target's), or a name of the daemon or of a built-in collector enabled on the target."""
+    shared = _query_name_clashes(settings.custom_queries, None)
+    problems = [f"custom_queries: {p}" for p in shared]
+    for index, target in enumerate(settings.postgres):
+        disabled = frozenset(name for name, c in target.collectors.items() if not c.enabled)
+        found = _query_name_clashes([*settings.custom_queries, *target.custom_queries], disabled)
+        problems += [f"postgres[{index}].custom_queries: {p}" for p in found if p not in shared]
+    return problems
+
+
+def _query_name_clashes(files: list[QueryFile], disabled: frozenset[str] | None) -> list[str]:
+    """Keys and metric names used twice in ``files`` and, unless ``disabled`` is None, names taken by the
+    daemon or by a built-in collector not in ``disabled``."""
+    problems = []
+    keys: dict[str, str] = {}
+    names: dict[str, tuple[str, str]] = {}
+    for file in files:
+        for query in file.queries:
+            if query.key in keys:
+                problems.append(f"{file.source}: key {query.key} is also defined in {keys[query.key]}")
+                continue
+            keys[query.key] = file.source
+            for column in query.values:
+                name = query.metric_name(column)
+                owner = None if disabled is None else reserved_metrics.owner(name, disabled)
+                if name in names:
+                    other_file, other_key = names[name]
+                    problems.append(f"{file.source}: metric {name} (key {query.key}) is also exported by key "
+                                    f"{other_key} of {other_file}")
+                elif owner is not None:
+                    hint = (f"; rename the key, or disable the collector (collectors: {{{owner.split()[1]}: "
+                            "{enabled: false}})" if owner.startswith("collector") else "; rename the key")
+                    problems.append(f"{file.source}: metric {name} (key {query.key}) is already exported by "
+                                    f"{owner}{hint}")
+                names[name] = (file.source, query.key)
+    return problems
 
 
 def _format_error(err: Mapping[str, Any]) -> str:

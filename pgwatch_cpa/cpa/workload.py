@@ -46,6 +46,7 @@ from psycopg import errors as pg_errors
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from pgwatch_cpa.cpa import queries as q
+from pgwatch_cpa.cpa.background_jobs import run_background_jobs
 from pgwatch_cpa.cpa.cache import CacheService, keys
 from pgwatch_cpa.cpa.cache_adapter import QueryCache
 from pgwatch_cpa.cpa.db import APPLICATION_NAME, create_pool
@@ -496,13 +497,14 @@ async def run_workload(dsn: str, redis_url: str | None, *, rate: float, duration
                        drain_timeout: float = 10.0, read_mix: Mapping[str, float] | None = None,
                        write_mix: Mapping[str, float] | None = None,
                        cache_options: Mapping[str, Any] | None = None,
-                       inventory: Inventory | None = None) -> WorkloadReport:
+                       inventory: Inventory | None = None, background_jobs: bool = False) -> WorkloadReport:
     """Replay the platform's traffic at ``rate`` requests/s until ``duration`` seconds pass or ``stop`` is set.
 
     ``cache`` uses the Redis caching service at ``redis_url`` (ignored, with Redis untouched, when False or when
     ``redis_url`` is None). ``pool_size`` is the application's PostgreSQL pool (guide: 20). ``inventory`` skips
-    reading the seeded ids (a benchmark running many steps reads them once). On return every request has
-    finished (or been cancelled after ``drain_timeout``) and the pool and cache are closed.
+    reading the seeded ids (a benchmark running many steps reads them once). ``background_jobs`` also plays the
+    OCR, report and QuickBooks jobs (cpa.background_jobs) on the pool while the run lasts. On return every request
+    has finished (or been cancelled after ``drain_timeout``) and the pool and cache are closed.
     """
     if rate <= 0 or not 0 <= write_ratio < 1 or max_in_flight < 1 or pool_size < 1:
         raise WorkloadError("rate > 0, 0 <= write_ratio < 1, max_in_flight >= 1 and pool_size >= 1 are required")
@@ -543,9 +545,15 @@ async def run_workload(dsn: str, redis_url: str | None, *, rate: float, duration
         run = _Run(rate=rate, duration=duration, planner=planner, executor=_Executor(pool, service),
                    metrics=metrics, stop=stop, max_in_flight=max_in_flight, arrivals_seed=seed,
                    scenarios=scenarios)
+        jobs_stop = asyncio.Event()
+        jobs = (asyncio.create_task(run_background_jobs(pool, [o.id for o in inventory.orgs], jobs_stop, seed=seed),
+                                    name="cpa_workload:background_jobs") if background_jobs else None)
         try:
             await run.generate()
         finally:
+            jobs_stop.set()
+            if jobs is not None:
+                await jobs
             cancelled = await run.drain(drain_timeout)
         cache_summary = _cache_summary(service) if service is not None else None
     finally:

@@ -13,6 +13,7 @@ from aiohttp import web
 from prometheus_client import Counter
 
 from pgwatch_cpa.collectors import POSTGRES_COLLECTORS, REDIS_COLLECTORS
+from pgwatch_cpa.collectors.postgres.custom_queries import custom_query_collectors
 from pgwatch_cpa.config import Settings
 from pgwatch_cpa.daemon.alerting import AlertingService
 from pgwatch_cpa.daemon.exposition import Exposition
@@ -68,8 +69,9 @@ class Daemon:
     def _build_pollers(self) -> list[TargetPoller]:
         pollers: list[TargetPoller] = []
         for pg in self.settings.postgres:
-            pollers.append(PostgresPoller(pg.name, pg.interval or self.settings.interval,
-                                          [c() for c in POSTGRES_COLLECTORS], pg, self.store))
+            collectors = [c() for c in POSTGRES_COLLECTORS] + custom_query_collectors(self.settings.queries_for(pg))
+            pollers.append(PostgresPoller(pg.name, pg.interval or self.settings.interval, collectors, pg,
+                                          self.store))
         for rd in self.settings.redis:
             pollers.append(RedisPoller(rd.name, rd.interval or self.settings.interval,
                                        [c() for c in REDIS_COLLECTORS], rd, self.store))

@@ -165,7 +165,7 @@ class PostgresPoller(TargetPoller):
             else:
                 # one database's failure never hides the other databases' samples
                 self.finish(collector, outcome.started, outcome.duration, outcome.failure,
-                            merge_families(outcome.results))
+                            merge_families(outcome.results, unique=True))
 
     async def _run_databases(self, collectors: Sequence[Collector]) -> dict[str, _Outcome]:
         outcomes = {c.name: _Outcome(started=time.monotonic()) for c in collectors}

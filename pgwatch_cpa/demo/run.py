@@ -139,6 +139,7 @@ def daemon_settings(listen: str, monitor_dsn: str, redis_url: str, rules: Path, 
         "interval": INTERVAL,
         "postgres": [{"name": DEMO_DB, "dsn": monitor_dsn, **THRESHOLDS}],
         "redis": [{"name": "cache", "url": redis_url}],
+        "custom_queries": ["builtin:cpa_business.yaml"],  # the guide's OCR, report and QuickBooks targets
         "alerting": {
             "rules": [str(rules)],
             "external_url": f"http://{listen}",
@@ -260,7 +261,8 @@ async def _serve(opts: DemoOptions, settings: Any, ctx: DemoContext, stop: async
     workload_stop = asyncio.Event()
     workload = asyncio.create_task(run_workload(
         ctx.owner_dsn, ctx.rd.url, rate=opts.rate, duration=None, stop=workload_stop, pool_size=WORKLOAD_POOL,
-        write_ratio=WRITE_RATIO, app_instance=APP_INSTANCE, cache_options={"stats_interval": 2.0}),
+        write_ratio=WRITE_RATIO, app_instance=APP_INSTANCE, cache_options={"stats_interval": 2.0},
+        background_jobs=True),
         name="demo:workload")
     daemon_stop = asyncio.Event()
     daemon = asyncio.create_task(Daemon(settings).serve(daemon_stop), name="demo:daemon")

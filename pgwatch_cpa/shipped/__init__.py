@@ -6,7 +6,8 @@ git-tracked symlinks to them (``alerts.yml``, ``grafana/dashboards``, ``grafana/
 wheel copies what they point at as package data, so an installed wheel and a source checkout read them the same
 way, through importlib.resources. monitoring_role.sql and redis_acl.txt live here (they are part of the package).
 
-A config names the shipped rules as ``builtin:alerts.yml`` (:data:`BUILTIN_PREFIX`); ``pgwatch-cpa export-assets
+A config names the shipped rules as ``builtin:alerts.yml`` (:data:`BUILTIN_PREFIX`), and the shipped custom query
+files (``queries/*.yaml``, postgres_exporter's format) as ``builtin:cpa_business.yaml``; ``pgwatch-cpa export-assets
 --to DIR`` writes everything out for Prometheus and Grafana (:func:`export`).
 """
 
@@ -22,6 +23,7 @@ BUILTIN_PREFIX = "builtin:"
 RULES = "alerts.yml"
 PRIVILEGES_SQL = "monitoring_role.sql"
 REDIS_ACL = "redis_acl.txt"
+QUERIES = "queries"
 _ROOT = files(__name__)
 _extracted = contextlib.ExitStack()  # a zipped install: the files extracted once, removed at exit
 atexit.register(_extracted.close)
@@ -47,6 +49,20 @@ def resolve_builtin(reference: str | Path) -> Path:
         raise ValueError(f"unknown shipped rule file {str(reference)!r}; shipped: "
                          + ", ".join(BUILTIN_PREFIX + n for n in builtin_names()))
     return rules_path()
+
+
+def builtin_query_files() -> list[str]:
+    """What ``builtin:NAME`` may name in ``custom_queries``: the shipped query files."""
+    return sorted(f.name for f in _files(_ROOT / QUERIES) if f.name.endswith(".yaml"))
+
+
+def resolve_builtin_queries(reference: str) -> Path:
+    """``builtin:cpa_business.yaml`` -> the path of the shipped query file; ValueError for one not shipped."""
+    name = reference[len(BUILTIN_PREFIX):]
+    if name not in builtin_query_files():
+        raise ValueError(f"unknown shipped query file {reference!r}; shipped: "
+                         + ", ".join(BUILTIN_PREFIX + n for n in builtin_query_files()))
+    return _path(_ROOT / QUERIES / name)
 
 
 def rules_path() -> Path:

@@ -191,6 +191,21 @@ def _sleep(conn: Any) -> None:
         conn.execute("SELECT pg_sleep(600)")
 
 
+def prepare_cpa_database(pg_server: Any) -> str:
+    """A migrated CPA database with a backlog planted for the business panels; the monitoring role's DSN."""
+    import psycopg
+
+    from pgwatch_cpa.cpa.schema.migrate import migrate_sync
+    from tests.integration.test_cpa_business_queries import plant
+
+    with psycopg.connect(pg_server.dsn(), autocommit=True) as conn:  # the server is shared by the Redis params
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = 'cpa_e2e'").fetchone():
+            conn.execute("CREATE DATABASE cpa_e2e")
+    migrate_sync(pg_server.dsn(dbname="cpa_e2e"))
+    plant(pg_server.dsn(dbname="cpa_e2e"))
+    return pg_server.dsn(user=MONITOR_ROLE, password=MONITOR_PASSWORD, dbname="cpa_e2e")
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Prometheus
 
@@ -333,9 +348,12 @@ def test_every_panel_and_variable_query_returns_data(pg_server, redis_server, da
     prepare_postgres(superuser_dsn)
     prepare_redis(redis_server.url)
 
+    cpa_dsn = prepare_cpa_database(pg_server)
     daemon = daemon_factory({
         "interval": f"{SCRAPE_INTERVAL}s",
-        "postgres": [{
+        # On pg-e2e (no CPA schema) the business queries are disabled after one warning each; cpa-e2e has data.
+        "custom_queries": ["builtin:cpa_business.yaml"],
+        "postgres": [{"name": "cpa-e2e", "dsn": cpa_dsn}, {
             "name": "pg-e2e", "dsn": pg_server.dsn(user=MONITOR_ROLE, password=MONITOR_PASSWORD),
             "query_text": True, "slow_query_threshold": "50ms", "long_query_threshold": "1s",
             "seq_scan_min_live_rows": 0,
@@ -369,6 +387,9 @@ def test_every_panel_and_variable_query_returns_data(pg_server, redis_server, da
         workload.join(15)
         prom.stop()
 
+    for key in ("ocr", "reports", "quickbooks"):
+        disabled = f"target pg-e2e: collector custom:cpa_business_{key} disabled"
+        assert daemon.log().count(disabled) == 1, daemon.log()[-3000:]
     assert not problems, "panel/variable queries without data:\n" + "\n".join(problems) + f"\n{prom.log()}"
     assert not rule_problems, "rules not healthy in Prometheus:\n" + "\n".join(rule_problems)
     lint = subprocess.run([promtool, "check", "metrics"], input=metrics_text, capture_output=True, text=True,

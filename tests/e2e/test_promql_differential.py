@@ -403,6 +403,8 @@ SHIPPED_NOT_FIRED_BY_SYNTHETIC_SERIES = {
     "PgwatchConnectionErrors": "a connection error/attempt rate ratio over 0.1% while pg_up or redis_up of the same "
                                "target is exactly 1, for 10m: never at the same time",
     "PostgresDatabaseGrowth": "a database over 1 GiB whose 6h trend adds 20% a day, for 30m: not produced",
+    "RedisDown": "redis_up == 0 for 1m: whether the walk of the redis_up series reaches exactly 0 depends on the "
+                 "file's threshold levels (it stopped with the cpa-business group's 60 and 300)",
 }
 
 
