@@ -8,11 +8,14 @@ import logging
 import signal
 import sys
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from pgwatch_cpa import __version__
 from pgwatch_cpa.alerts.rules import RuleError
 from pgwatch_cpa.errors import ConfigError, PgwatchError
+
+if TYPE_CHECKING:
+    from pgwatch_cpa.config import Settings
 
 log = logging.getLogger("pgwatch_cpa")
 
@@ -26,7 +29,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from pgwatch_cpa.daemon.lifecycle import limit_malloc_arenas, run_daemon, share_the_gil_finely
     from pgwatch_cpa.daemon.web_config import load_web_config
 
-    overrides = {"PGWATCH_LISTEN": args.listen} if args.listen else {}
+    overrides = {key: value for key, value in (("PGWATCH_LISTEN", args.listen), ("PGWATCH_SHARD", args.shard))
+                 if value}
     web_config = load_web_config(args.web_config_file) if args.web_config_file else None  # ConfigError: exit 2
     settings = _loading(args.config, lambda: load_settings(args.config, environ=_environ(overrides)))
     _setup_logging(args, settings)
@@ -45,7 +49,17 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     rules = _loading(args.file, lambda: load_rule_files(settings.alerting.rules, settings.interval))
     print(f"{args.file}: OK ({len(settings.postgres)} postgres, {len(settings.redis)} redis targets, "
           f"{sum(1 for _ in rules.rules())} alert rules)")
+    if settings.shard.count > 1:
+        print(_shard_split(settings))
     return EXIT_OK
+
+
+def _shard_split(settings: Settings) -> str:
+    """This config's shard, and the share of the targets each of the N shards gets."""
+    from pgwatch_cpa.daemon.sharding import settings_for_shard, shard_sizes, shard_summary
+
+    sizes = ", ".join(str(size) for size in shard_sizes(settings))
+    return f"{shard_summary(settings, settings_for_shard(settings))}\n(shards 1..{settings.shard.count}: {sizes})"
 
 
 def _cmd_export_assets(args: argparse.Namespace) -> int:
@@ -186,6 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = add("run", help="run the monitoring daemon")
     run.add_argument("--config", required=True, help="YAML config file")
     run.add_argument("--listen", help="HOST:PORT for /metrics (overrides the config)")
+    run.add_argument("--shard", metavar="K/N", help="watch only shard K of N of the targets (overrides the config's "
+                     "shard); run N replicas, K = 1..N, each scraped by Prometheus")
     run.add_argument("--web.config.file", dest="web_config_file", metavar="FILE",
                      help="TLS and basic auth for the endpoints, in the Prometheus exporter-toolkit's web config "
                           "format (/healthz and /readyz stay open)")

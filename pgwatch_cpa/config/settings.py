@@ -30,6 +30,7 @@ from pgwatch_cpa.config.alerting import AlertingSettings
 from pgwatch_cpa.config.base import Duration, Name, StrictModel, between, environ_of, read_secret
 from pgwatch_cpa.config.query_file import CustomQuery, QueryFile, QueryFileError, read_query_file
 from pgwatch_cpa.config.report import ReportSettings, receiver_problems
+from pgwatch_cpa.config.shard import UNSHARDED, ShardSetting
 from pgwatch_cpa.config.yamlfile import YamlFileError, read_yaml
 from pgwatch_cpa.errors import ConfigError
 from pgwatch_cpa.secrets import REDACTOR, mask_dsn, mask_url
@@ -261,6 +262,7 @@ class Settings(StrictModel):
     alerting: AlertingSettings = Field(default_factory=AlertingSettings)
     report: ReportSettings = Field(default_factory=ReportSettings)
     custom_queries: QueryFiles = Field(default_factory=list, max_length=50)
+    shard: ShardSetting = UNSHARDED  # "K/N": this replica watches shard K of N (pgwatch_cpa.daemon.sharding)
 
     def queries_for(self, target: PostgresTarget) -> tuple[CustomQuery, ...]:
         """The custom queries run on ``target``: the top-level files' and then its own."""

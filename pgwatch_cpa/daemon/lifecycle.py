@@ -10,7 +10,7 @@ import sys
 from collections.abc import AsyncIterator
 
 from aiohttp import web
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 from pgwatch_cpa.collectors import POSTGRES_COLLECTORS, REDIS_COLLECTORS
 from pgwatch_cpa.collectors.postgres.custom_queries import custom_query_collectors
@@ -23,6 +23,7 @@ from pgwatch_cpa.daemon.poller import TargetPoller
 from pgwatch_cpa.daemon.postgres_poller import PostgresPoller
 from pgwatch_cpa.daemon.redis_poller import RedisPoller
 from pgwatch_cpa.daemon.reporting import ReportingService
+from pgwatch_cpa.daemon.sharding import settings_for_shard, shard_summary
 from pgwatch_cpa.daemon.snapshot import SnapshotStore
 from pgwatch_cpa.daemon.web_config import BasicAuth, WebConfig
 from pgwatch_cpa.errors import PgwatchError
@@ -38,16 +39,18 @@ class ListenError(PgwatchError):
 
 class Daemon:
     def __init__(self, settings: Settings, web_config: WebConfig | None = None) -> None:
-        self.settings = settings
+        self.settings = settings_for_shard(settings)  # from here on, only this replica's targets
+        self.shard_summary = shard_summary(settings, self.settings)
         self.web_config = web_config or WebConfig("defaults")
         self.auth = BasicAuth(self.web_config.users) if self.web_config.users else None
         self.store = SnapshotStore()
         self.exposition = Exposition(self.store)
         self.pollers: list[TargetPoller] = self._build_pollers()
+        self._export_shard()
         self.alerting = (AlertingService(settings.alerting, self.store, settings.interval,
                                          self.exposition.live_registry) if settings.alerting.rules else None)
         # Always there for /report; it builds on a schedule only when report.schedule is set.
-        self.reporting = ReportingService(settings, self.exposition.live_registry)
+        self.reporting = ReportingService(self.settings, self.exposition.live_registry)
         self.app = build_app(self.exposition, self, self.alerting.engine if self.alerting else None, self.reporting,
                              self.auth)
         self._http_closed = Counter("pgwatch_http_connections_closed_early_total",
@@ -57,6 +60,14 @@ class Daemon:
         for reason in ("limit", "header_timeout"):
             self._http_closed.labels(reason)
         self.app.cleanup_ctx.append(self._background)
+
+    def _export_shard(self) -> None:
+        shard = self.settings.shard
+        Gauge("pgwatch_shard_targets", "Targets this replica watches (its shard's share of the config's).",
+              registry=self.exposition.live_registry).set(len(self.pollers))
+        Gauge("pgwatch_shard_info", "This replica's shard: number `shard` of `shards` (always 1; 1 of 1 unsharded).",
+              ["shard", "shards"], registry=self.exposition.live_registry).labels(
+            str(shard.number), str(shard.count)).set(1)
 
     def _web_summary(self) -> str:
         if self.web_config.source == "defaults":
@@ -115,6 +126,8 @@ class Daemon:
             raise ListenError(f"cannot listen on {self.settings.listen}: {exc.strerror or exc}") from None
         log.info("pgwatch-cpa listening on %s://%s/metrics (%d postgres, %d redis targets%s)", self.web_config.scheme,
                  self.settings.listen, len(self.settings.postgres), len(self.settings.redis), self._web_summary())
+        if self.settings.shard.count > 1:
+            log.info("%s", self.shard_summary)
         if self.auth and not self.web_config.ssl_context:
             log.warning("%s: basic auth without tls_server_config: passwords cross the network in clear text",
                         self.web_config.source)
