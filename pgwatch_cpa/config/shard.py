@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from pydantic import PlainValidator
+from pydantic import PlainSerializer, PlainValidator
 
 MAX_SHARDS = 1000  # far beyond any fleet of replicas; keeps N (and the hashing per target) bounded
 _SHAPE = re.compile(r"([0-9]{1,6})/([0-9]{1,6})")
@@ -41,4 +41,4 @@ def parse_shard(value: Any) -> Shard:
     return Shard(number, count)
 
 
-ShardSetting = Annotated[Shard, PlainValidator(parse_shard)]
+ShardSetting = Annotated[Shard, PlainValidator(parse_shard), PlainSerializer(str)]  # dumped as written: "K/N"

@@ -80,6 +80,7 @@ def test_the_summary_names_the_targets_never_their_dsn():
 def test_shard_from_file_and_environment():
     assert fleet().shard == Shard(1, 1)
     assert fleet("2/3").shard == Shard(2, 3)
+    assert fleet("2/3").model_dump()["shard"] == "2/3"
     assert settings_from_mapping({"shard": "1/3"}, {"PGWATCH_SHARD": "3/4"}).shard == Shard(3, 4)
 
 
