@@ -27,7 +27,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from pgwatch_cpa.cpa.cache.metrics import Histogram
-from pgwatch_cpa.cpa.cache.stats import ERROR_KINDS, MAX_OPERATIONS, OPERATION_NAME
+from pgwatch_cpa.cpa.cache.stats import ERROR_KINDS, MAX_OPERATIONS, OPERATION_NAME, AppSections
 
 # Resolve the guide's targets (query p95 100 ms, API p95 200 ms) with a bucket bound on each.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -160,7 +160,7 @@ def measure_query(operation: str) -> Iterator[QueryMeasure]:
         yield measure
 
 
-def pool_section(pool: AsyncConnectionPool) -> dict[str, Any]:
+def pool_section(pool: AsyncConnectionPool) -> dict[str, float]:
     """psycopg_pool's get_stats() as the snapshot's ``pg_pool`` section (counters cumulative since the pool opened).
 
     ``timeouts`` is psycopg_pool's ``requests_errors``: waits that failed, i.e. timeouts (and cancelled waits;
@@ -175,6 +175,6 @@ def pool_section(pool: AsyncConnectionPool) -> dict[str, Any]:
             "connection_errors": raw.get("connections_errors", 0)}
 
 
-def app_sections(pool: AsyncConnectionPool, stats: QueryLayerStats) -> dict[str, Any]:
+def app_sections(pool: AsyncConnectionPool, stats: QueryLayerStats) -> AppSections:
     """The snapshot sections of one application instance (see cpa.cache.stats): pool and query layer."""
     return {"pg_pool": pool_section(pool), "query_layer": stats.section()}

@@ -18,7 +18,7 @@ PG_POOL = {"min": 2, "max": 20, "size": 5, "idle": 3, "in_use": 2, "waiting": 1,
            "wait_seconds": 1.25, "timeouts": 1, "connection_errors": 0}
 
 
-def _snapshot(app: dict | None) -> dict:
+def _snapshot(app: stats.AppSections | None) -> dict:
     return stats.build_snapshot(stats=CacheStats(), pool=_RedisPool(), app_instance="web-1", pid=1, started_at=1.0,
                                 published_at=2.0, interval=5.0, breaker_state="closed", breaker_opens=0,
                                 maxmemory_policy=None, app=app)

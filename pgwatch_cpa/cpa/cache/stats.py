@@ -65,7 +65,7 @@ import itertools
 import math
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypedDict
 
 import orjson
 
@@ -88,8 +88,16 @@ ERROR_KINDS = ("pool_timeout", "statement_timeout", "connection", "other")
 OPERATION_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 MAX_OPERATIONS = 64
 
-AppSections = dict[str, Any]  # "pg_pool" and "query_layer", as documented above
-AppStatsProvider = Callable[[], AppSections]
+
+
+class AppSections(TypedDict, total=False):
+    """The application's optional sections, as documented above (built by pgwatch_cpa.cpa.query_stats)."""
+
+    pg_pool: dict[str, float]
+    query_layer: dict[str, Any]
+
+
+AppStatsProvider = Callable[[], AppSections]  # called at every publish; must not block (no I/O)
 
 
 class SnapshotError(ValueError):
