@@ -14,6 +14,9 @@ using their trigram/GIN/expression index (they do use them as the owner). That i
 
 Caching seam: functions whose result is worth caching accept ``cache: Cache | None``; the Redis caching service
 (``pgwatch_cpa.cpa.cache``) implements :class:`Cache`. Without one, every call reads the database.
+
+Statistics: each transaction (``tenant_cursor``) is a query of an operation, the function's name; when the task
+records statistics (:mod:`pgwatch_cpa.cpa.query_stats`) its latency and errors are counted under that name.
 """
 
 from __future__ import annotations
