@@ -157,3 +157,16 @@ def test_snapshot_without_the_application_sections_stays_valid(redis_server):
     snap = asyncio.run(run())
     assert "pg_pool" not in snap and "query_layer" not in snap
     assert parse_snapshot(json.dumps(snap))["app_instance"] == "old-app"
+
+
+async def test_a_failing_provider_leaves_the_cache_statistics_published(redis_server, caplog):
+    def broken() -> dict:
+        raise RuntimeError("pool gone")
+
+    async with CacheService.create(redis_server.url, app_instance="broken-app", app_stats=broken) as service:
+        assert await service.publish_stats()
+        assert await service.publish_stats()
+        store = await poll(redis_server.url)
+    assert values(store, "cpa_redis_pool_max_connections", app_instance="broken-app") == [50.0]
+    assert values(store, "cpa_pg_pool_max_connections", app_instance="broken-app") == []
+    assert sum("statistics provider failed" in r.getMessage() for r in caplog.records) == 1

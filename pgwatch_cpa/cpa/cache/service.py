@@ -109,6 +109,7 @@ class CacheService:
                  registry: CollectorRegistry | None = None, app_stats: st.AppStatsProvider | None = None) -> None:
         self.redis = redis
         self.app_stats = app_stats  # the application's PostgreSQL pool and query-layer sections of the snapshot
+        self._app_stats_failed = False
         self.pool = pool
         self.config = config
         self.breaker = CircuitBreaker(config.breaker_failures, config.breaker_reset)
@@ -514,7 +515,19 @@ class CacheService:
             stats=self.stats, pool=self.pool, app_instance=self.config.app_instance, pid=os.getpid(),
             started_at=self._started_at, published_at=time.time(), interval=self.config.stats_interval,
             breaker_state=self.breaker.state.value, breaker_opens=self.breaker.opens,
-            maxmemory_policy=self.maxmemory_policy, app=self.app_stats() if self.app_stats is not None else None)
+            maxmemory_policy=self.maxmemory_policy, app=self._app_sections())
+
+    def _app_sections(self) -> st.AppSections | None:
+        """The application's sections, or none if its provider fails (the cache's own statistics still go out)."""
+        if self.app_stats is None:
+            return None
+        try:
+            return self.app_stats()
+        except Exception:  # a broken provider must not silence the snapshot; said once, not every period
+            if not self._app_stats_failed:
+                self._app_stats_failed = True
+                log.exception("the application's statistics provider failed; publishing without its sections")
+            return None
 
     async def publish_stats(self) -> bool:
         """Write the snapshot and refresh the instance index; False if Redis is unavailable."""
