@@ -102,8 +102,10 @@ async def slow_api(owner_dsn: str, redis_url: str, *, stop: asyncio.Event, ready
             try:
                 await _api_traffic(pool, stats, org, stop.is_set)
             finally:
-                stop.set()
-                await locking
+                if not stop.is_set():  # the traffic failed: end the locking too (its connection closes below)
+                    locking.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await locking
     finally:
         await locker.close()
 
@@ -124,17 +126,22 @@ async def _api_traffic(pool: AsyncConnectionPool, stats: QueryLayerStats, org: s
     async def requests() -> None:
         i = 0
         while not done():
-            if i % SLOW_SHARE == 0:
-                async with stats.measure_request("client_engagements"):
-                    page = await q.list_clients(pool, org, per_page=10)
-                    await CpaLoaders(pool, org).engagements_by_client.load_many([c["id"] for c in page])
-            else:
-                async with stats.measure_request("client_list"):
-                    await q.list_clients(pool, org, page=1 + i % 3)
+            with contextlib.suppress(psycopg.Error):  # counted by measure_request; the traffic goes on
+                await _request(pool, stats, org, i)
             i += 1
             await asyncio.sleep(API_PAUSE)
 
     await asyncio.gather(*(requests() for _ in range(API_LOOPS)))
+
+
+async def _request(pool: AsyncConnectionPool, stats: QueryLayerStats, org: str, i: int) -> None:
+    if i % SLOW_SHARE == 0:
+        async with stats.measure_request("client_engagements"):
+            page = await q.list_clients(pool, org, per_page=10)
+            await CpaLoaders(pool, org).engagements_by_client.load_many([c["id"] for c in page])
+    else:
+        async with stats.measure_request("client_list"):
+            await q.list_clients(pool, org, page=1 + i % 3)
 
 
 async def _lock_again_and_again(conn: psycopg.AsyncConnection[object], stop: asyncio.Event) -> None:
