@@ -496,6 +496,7 @@ def overview() -> dict[str, Any]:
            links=["redis"])
 
     business(b)
+    application_targets(b)
 
     b.row("Detail: trends")
     b.ts("Statement latency", "Mean statement execution time per target over time (rate of seconds / rate "
@@ -518,6 +519,7 @@ def overview() -> dict[str, Any]:
          thresholds=alert_line("CpaCacheHitRateLow"), minmax=(None, 1))
     b.ts("Database size", "Size of each database over time.", "bytes",
          q(f"sum by (target, datname) (pg_database_size_bytes{{{SEL}}})", "{{target}} {{datname}}"))
+    application_trends(b)
     return b.json(dashboard_links("overview"))
 
 
@@ -551,6 +553,59 @@ def business(b: Board) -> None:
          overrides=[{"matcher": {"id": "byRegexp", "options": ".*stale organizations"},
                      "properties": [{"id": "unit", "value": "none"},
                                     {"id": "custom.axisPlacement", "value": "right"}]}])
+def p95(histogram: str, by: str = "target") -> str:
+    """The 95th percentile over the rate window, from the bucket rates summed by ``by`` (and le)."""
+    return f"histogram_quantile(0.95, sum by ({by}, le) ({rate(histogram + '_bucket')}))"
+
+
+POOL_IN_USE = (f'cpa_pg_pool_connections{{{SEL},state="in_use"}} / ignoring(state) '
+               f"cpa_pg_pool_max_connections{{{SEL}}}")
+
+
+def application_targets(b: Board) -> None:
+    """The application's side of the guide's targets: its PostgreSQL pool, API and query p95, error ratio."""
+    b.row("Performance: the application (PostgreSQL pool, API and query p95, errors)")
+    b.stat("API latency p95", "95th percentile of the application's API requests over the rate window, all "
+           "operations and instances (histogram_quantile of cpa_request_duration_seconds).", "s",
+           p95("cpa_request_duration_seconds"), thresholds=alert_line("CpaApiLatencyHigh"),
+           alert="CpaApiLatencyHigh", w=6)
+    b.stat("Query latency p95", "95th percentile of the application's query-layer transactions over the rate "
+           "window (histogram_quantile of cpa_db_query_duration_seconds).", "s",
+           p95("cpa_db_query_duration_seconds"), thresholds=alert_line("CpaQueryLatencyHigh"),
+           alert="CpaQueryLatencyHigh", w=6)
+    b.stat("PostgreSQL pool in use (app)", "psycopg_pool connections in use / the pool's max_size, worst "
+           "application instance (one instance's pool, not the server's max_connections).", "percentunit",
+           f"max by (target) ({POOL_IN_USE})", thresholds=alert_line("CpaPgPoolSaturated", 0.7),
+           alert="CpaPgPoolSaturated", minmax=(0, 1), w=6)
+    b.stat("DB error ratio (app)", "Failed / all query-layer transactions over the rate window, every kind.",
+           "percentunit", f"sum by (target) ({rate('cpa_db_errors_total')}) / sum by (target) "
+           f"({rate('cpa_db_queries_total')})", thresholds=alert_line("CpaDbErrorRatioHigh"),
+           alert="CpaDbErrorRatioHigh", decimals=3, w=6)
+
+
+def application_trends(b: Board) -> None:
+    b.row("Detail: the application")
+    b.ts("API latency p95 by operation", "95th percentile per operation and overall; the line is the guide's "
+         "200 ms (CpaApiLatencyHigh).", "s",
+         q(p95("cpa_request_duration_seconds"), "{{target}} all"),
+         q(p95("cpa_request_duration_seconds", "target, operation"), "{{operation}}"),
+         thresholds=alert_line("CpaApiLatencyHigh"), alert="CpaApiLatencyHigh", w=12)
+    b.ts("Query latency p95 by operation", "95th percentile per query-layer operation and overall; the line is "
+         "the guide's 100 ms (CpaQueryLatencyHigh).", "s",
+         q(p95("cpa_db_query_duration_seconds"), "{{target}} all"),
+         q(p95("cpa_db_query_duration_seconds", "target, operation"), "{{operation}}"),
+         thresholds=alert_line("CpaQueryLatencyHigh"), alert="CpaQueryLatencyHigh", w=12)
+    b.ts("PostgreSQL pool utilisation (app)", "Connections in use / max_size per application instance; the line "
+         "is CpaPgPoolSaturated's threshold.", "percentunit",
+         q(f"max by (target, app_instance) ({POOL_IN_USE})", "{{app_instance}}"),
+         thresholds=alert_line("CpaPgPoolSaturated"), alert="CpaPgPoolSaturated", minmax=(0, 1), w=12)
+    b.ts("PostgreSQL pool waits and timeouts (app)", "Requests waiting for a connection now, seconds spent "
+         "waiting per second, and pool timeouts per second (CpaPgPoolTimeouts fires on any).", "short",
+         q(f"sum by (target, app_instance) (cpa_pg_pool_waiting_requests{{{SEL}}})", "{{app_instance}} waiting"),
+         q(f"sum by (target, app_instance) ({rate('cpa_pg_pool_wait_seconds_total')})",
+           "{{app_instance}} s waited / s"),
+         q(f"sum by (target, app_instance) ({rate('cpa_pg_pool_timeouts_total')})", "{{app_instance}} timeouts/s"),
+         alert="CpaPgPoolTimeouts", w=12)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -5,8 +5,9 @@
     docs = await loaders.documents_by_client.load_many(client_ids)
 
 Each batch runs one statement with ``= ANY(%s)`` inside the tenant-scoped transaction of
-:func:`pgwatch_cpa.cpa.queries.tenant_cursor`, so row-level security applies; a key of another organization
-(or a soft-deleted row) loads as ``None`` / ``[]``, never as someone else's row.
+:func:`pgwatch_cpa.cpa.queries.tenant_cursor` (query-layer operation ``load_<loader>``), so row-level security
+applies; a key of another organization (or a soft-deleted row) loads as ``None`` / ``[]``, never as someone
+else's row.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ class CpaLoaders:
 
     async def _query(self, name: str, query: str, keys: Sequence[str]) -> list[Row]:
         self.batches[name] += 1
-        async with tenant_cursor(self.db, self.org_id) as cur:
+        async with tenant_cursor(self.db, self.org_id, "load_" + name) as cur:
             await cur.execute(query, [self.org_id, list(keys)])
             return list(await cur.fetchall())
 

@@ -14,6 +14,9 @@ using their trigram/GIN/expression index (they do use them as the owner). That i
 
 Caching seam: functions whose result is worth caching accept ``cache: Cache | None``; the Redis caching service
 (``pgwatch_cpa.cpa.cache``) implements :class:`Cache`. Without one, every call reads the database.
+
+Statistics: each transaction (``tenant_cursor``) is a query of an operation, the function's name; when the task
+records statistics (:mod:`pgwatch_cpa.cpa.query_stats`) its latency and errors are counted under that name.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from typing import Any, Protocol, TypeVar
 from psycopg import AsyncConnection, AsyncCursor, sql
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
+
+from pgwatch_cpa.cpa.query_stats import OTHER_OPERATION, measure_query
 
 T = TypeVar("T")
 Db = AsyncConnection[Any] | AsyncConnectionPool
@@ -56,14 +61,22 @@ NO_CACHE = NoCache()
 
 
 @asynccontextmanager
-async def tenant_cursor(db: Db, org_id: str) -> AsyncIterator[AsyncCursor[DictRow]]:
-    """A dict-row cursor inside a transaction scoped to ``org_id`` (SET LOCAL semantics: gone at commit)."""
-    if isinstance(db, AsyncConnectionPool):
-        async with db.connection() as conn, _scoped(conn, org_id) as cur:
-            yield cur
-    else:
-        async with _scoped(db, org_id) as cur:
-            yield cur
+async def tenant_cursor(db: Db, org_id: str, operation: str = OTHER_OPERATION) -> AsyncIterator[AsyncCursor[DictRow]]:
+    """A dict-row cursor inside a transaction scoped to ``org_id`` (SET LOCAL semantics: gone at commit).
+
+    One query of the query layer: recorded under ``operation`` when the task records statistics
+    (:func:`pgwatch_cpa.cpa.query_stats.recording`), timed from the moment it holds a connection.
+    """
+    with measure_query(operation) as measure:
+        if isinstance(db, AsyncConnectionPool):
+            async with db.connection() as conn:
+                measure.start()
+                async with _scoped(conn, org_id) as cur:
+                    yield cur
+        else:
+            measure.start()
+            async with _scoped(db, org_id) as cur:
+                yield cur
 
 
 @asynccontextmanager
@@ -73,8 +86,9 @@ async def _scoped(conn: AsyncConnection[Any], org_id: str) -> AsyncIterator[Asyn
         yield cur
 
 
-async def _fetchall(db: Db, org_id: str, query: str | sql.SQL | sql.Composed, params: Any) -> list[Row]:
-    async with tenant_cursor(db, org_id) as cur:
+async def _fetchall(db: Db, org_id: str, operation: str, query: str | sql.SQL | sql.Composed,
+                    params: Any) -> list[Row]:
+    async with tenant_cursor(db, org_id, operation) as cur:
         await cur.execute(query, params)
         return list(await cur.fetchall())
 
@@ -121,7 +135,7 @@ async def client_dashboard(db: Db, org_id: str, *, limit: int = 100, after: tupl
               "after_id": after[1] if after else None}
 
     async def load() -> list[Row]:
-        return await _fetchall(db, org_id, CLIENT_DASHBOARD_SQL, params)
+        return await _fetchall(db, org_id, "client_dashboard", CLIENT_DASHBOARD_SQL, params)
     key = ("client_dashboard", org_id, str(limit), json.dumps(after))
     return await (cache or NO_CACHE).get_or_load(key, load)
 
@@ -146,7 +160,7 @@ ORDER BY c.business_name
 async def guide_client_dashboard_naive(db: Db, org_id: str) -> list[Row]:
     """The guide's fan-out query, verbatim: counts are right, ``overdue_amount`` is multiplied by
     documents x engagements per client. Kept only to demonstrate the defect; never use it."""
-    return await _fetchall(db, org_id, GUIDE_CLIENT_DASHBOARD_SQL, [org_id])
+    return await _fetchall(db, org_id, "guide_client_dashboard_naive", GUIDE_CLIENT_DASHBOARD_SQL, [org_id])
 
 
 # ---------------------------------------------------------------- clients
@@ -160,7 +174,7 @@ async def list_clients(db: Db, org_id: str, *, status: str = "active", page: int
     _check_offset(offset)
 
     async def load() -> list[Row]:
-        return await _fetchall(db, org_id, """
+        return await _fetchall(db, org_id, "list_clients", """
             SELECT id, business_name, status, risk_level, primary_contact_email
               FROM clients
              WHERE organization_id = %s AND status = %s AND deleted_at IS NULL
@@ -171,7 +185,7 @@ async def list_clients(db: Db, org_id: str, *, status: str = "active", page: int
 
 async def search_clients(db: Db, org_id: str, text: str, *, limit: int = 20) -> list[Row]:
     """Full-text search over business name and contact (the stored, coalesced ``contact_search``; errata 6)."""
-    return await _fetchall(db, org_id, """
+    return await _fetchall(db, org_id, "search_clients", """
         SELECT id, business_name, primary_contact_name, primary_contact_email
           FROM clients
          WHERE organization_id = %s AND deleted_at IS NULL
@@ -187,7 +201,7 @@ async def find_client_by_quickbooks_id(db: Db, org_id: str, quickbooks_id: str) 
     the lookup scans the tenant's live clients by idx_clients_org_name and filters (``deleted_at IS NULL`` is what
     lets it pick that index instead of a sequential scan).
     """
-    rows = await _fetchall(db, org_id, """
+    rows = await _fetchall(db, org_id, "find_client_by_quickbooks_id", """
         SELECT id, business_name, financial_data
           FROM clients
          WHERE financial_data IS NOT NULL AND (financial_data ->> 'quickbooks_id') = %s
@@ -234,7 +248,7 @@ async def search_documents(db: Db, org_id: str, *, category: str | None = None, 
          WHERE {where}
          ORDER BY d.created_at DESC, d.id DESC
          LIMIT %(limit)s OFFSET %(offset)s""").format(where=sql.SQL(" AND ").join(where))
-    return await _fetchall(db, org_id, query, params)
+    return await _fetchall(db, org_id, "search_documents", query, params)
 
 
 @dataclass(frozen=True)
@@ -272,7 +286,7 @@ async def list_documents_keyset(db: Db, org_id: str, *, cursor: str | None = Non
          WHERE organization_id = %(org)s AND deleted_at IS NULL AND is_latest_version = true {keyset}
          ORDER BY created_at DESC, id DESC
          LIMIT %(limit)s""").format(keyset=keyset)
-    rows = await _fetchall(db, org_id, query, params)
+    rows = await _fetchall(db, org_id, "list_documents_keyset", query, params)
     if len(rows) > limit:
         rows = rows[:limit]
         return Page(rows, encode_cursor(rows[-1]["created_at"], rows[-1]["id"]))
@@ -281,7 +295,7 @@ async def list_documents_keyset(db: Db, org_id: str, *, cursor: str | None = Non
 
 async def ocr_queue(db: Db, org_id: str, *, limit: int = 100) -> list[Row]:
     """Documents waiting for OCR, oldest first (idx_documents_ocr_processing)."""
-    return await _fetchall(db, org_id, """
+    return await _fetchall(db, org_id, "ocr_queue", """
         SELECT id, client_id, file_name, ocr_status, created_at
           FROM documents
          WHERE organization_id = %s AND ocr_status IN ('pending', 'processing')
@@ -295,7 +309,7 @@ async def ocr_queue(db: Db, org_id: str, *, limit: int = 100) -> list[Row]:
 async def tasks_for_assignee(db: Db, org_id: str, assignee_id: str, *, limit: int = 50) -> list[Row]:
     """The guide's task-assignment query ordered by the stored ``priority_rank`` (errata 4): an index scan of
     idx_tasks_assignee_priority_rank that stops after ``limit`` rows, no sort."""
-    return await _fetchall(db, org_id, """
+    return await _fetchall(db, org_id, "tasks_for_assignee", """
         SELECT t.id, t.title, t.status, t.priority, t.priority_rank, t.due_date, t.created_at, t.checklist,
                t.engagement_id, e.name AS engagement_name, c.id AS client_id, c.business_name
           FROM tasks t
@@ -309,7 +323,7 @@ async def tasks_for_assignee(db: Db, org_id: str, assignee_id: str, *, limit: in
 
 async def overdue_tasks(db: Db, org_id: str, *, limit: int = 100) -> list[Row]:
     """Open tasks past due, most overdue first; the date test is here, not in idx_tasks_overdue's predicate."""
-    return await _fetchall(db, org_id, """
+    return await _fetchall(db, org_id, "overdue_tasks", """
         SELECT id, title, status, priority, assigned_to_id, due_date
           FROM tasks
          WHERE organization_id = %s AND deleted_at IS NULL AND status NOT IN ('completed', 'cancelled')
@@ -338,14 +352,14 @@ AGING_BUCKETS = ("current", "1-30", "31-60", "61-90", "90+")
 async def receivables_aging(db: Db, org_id: str, *, cache: Cache | None = None) -> list[Row]:
     """Open balance by days past due, every bucket present (index-only scan of idx_invoices_open_ar)."""
     async def load() -> list[Row]:
-        found = {r["bucket"]: r for r in await _fetchall(db, org_id, AGING_SQL, [org_id])}
+        found = {r["bucket"]: r for r in await _fetchall(db, org_id, "receivables_aging", AGING_SQL, [org_id])}
         return [found.get(b, {"bucket": b, "invoice_count": 0, "balance": 0}) for b in AGING_BUCKETS]
     return await (cache or NO_CACHE).get_or_load(("ar_aging", org_id), load)
 
 
 async def receivables_by_client(db: Db, org_id: str, *, limit: int = 50) -> list[Row]:
     """Clients with the largest open balance, with their overdue part."""
-    return await _fetchall(db, org_id, """
+    return await _fetchall(db, org_id, "receivables_by_client", """
         SELECT i.client_id, c.business_name, i.open_invoices, i.open_balance, i.overdue_balance, i.oldest_due
           FROM (SELECT client_id, count(*) AS open_invoices, sum(balance_amount) AS open_balance,
                        coalesce(sum(balance_amount) FILTER (WHERE due_date < CURRENT_DATE), 0) AS overdue_balance,
@@ -361,7 +375,7 @@ async def receivables_by_client(db: Db, org_id: str, *, limit: int = 50) -> list
 async def revenue_by_month(db: Db, org_id: str, since: date) -> list[Row]:
     """Invoiced and collected amounts per month of paid/partial invoices (idx_invoices_revenue_reporting:
     the expression ``date_trunc('month', invoice_date::timestamp)`` is the index's, errata)."""
-    return await _fetchall(db, org_id, """
+    return await _fetchall(db, org_id, "revenue_by_month", """
         SELECT date_trunc('month', invoice_date::timestamp)::date AS month,
                sum(total_amount) AS invoiced, sum(paid_amount) AS collected, count(*) AS invoices
           FROM invoices
@@ -402,7 +416,7 @@ FROM (SELECT count(*) AS open_invoices, coalesce(sum(balance_amount), 0) AS outs
 async def dashboard_metrics(db: Db, org_id: str, *, cache: Cache | None = None) -> Row:
     """The organization's headline numbers in one round trip; every part reads a partial index of its own."""
     async def load() -> Row:
-        rows = await _fetchall(db, org_id, DASHBOARD_METRICS_SQL, {"org": org_id})
+        rows = await _fetchall(db, org_id, "dashboard_metrics", DASHBOARD_METRICS_SQL, {"org": org_id})
         return rows[0]
     return await (cache or NO_CACHE).get_or_load(("dashboard", org_id, "metrics"), load)
 

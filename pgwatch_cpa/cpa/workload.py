@@ -23,7 +23,9 @@ The DSN must see every organization (the schema owner; as ``cpa_app`` row-level 
 Metrics (in ``registry``, one run per registry): ``cpa_workload_requests_total{scenario,outcome}``,
 ``cpa_workload_request_duration_seconds{scenario}``, ``cpa_workload_dropped_total``,
 ``cpa_workload_in_flight``; the cache service's ``cpa_cache_*`` while the run lasts. The cache publishes its stats
-to Redis under ``app_instance``, which the daemon shows per instance. All random choices come from ``seed``.
+to Redis under ``app_instance``, which the daemon shows per instance, together with the application's PostgreSQL
+pool and query-layer statistics (query_stats.py: each request is an API request of its scenario's name, each
+tenant-scoped transaction a query). All random choices come from ``seed``.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ from pgwatch_cpa.cpa.background_jobs import run_background_jobs
 from pgwatch_cpa.cpa.cache import CacheService, keys
 from pgwatch_cpa.cpa.cache_adapter import QueryCache
 from pgwatch_cpa.cpa.db import APPLICATION_NAME, create_pool
+from pgwatch_cpa.cpa.query_stats import QueryLayerStats, app_sections, recording
 from pgwatch_cpa.cpa.workload_stats import CacheSummary, RunningMoments, ScenarioStats, WorkloadReport
 
 log = logging.getLogger("pgwatch_cpa.cpa.workload")
@@ -256,15 +259,18 @@ _AUDIT_SQL = """INSERT INTO audit_logs (organization_id, user_id, entity_type, e
 class _Executor:
     """Runs one Request against the pool and (optionally) the cache."""
 
-    def __init__(self, pool: AsyncConnectionPool, service: CacheService | None) -> None:
+    def __init__(self, pool: AsyncConnectionPool, service: CacheService | None, stats: QueryLayerStats) -> None:
         self.pool = pool
         self.service = service
+        self.stats = stats
         self.qcache = QueryCache(service) if service is not None else None
 
     async def run(self, req: Request) -> bool | None:
-        """Execute; for writes return whether the cache invalidation succeeded (None: no cache or a read)."""
+        """Execute (one API request); for writes return whether the cache invalidation succeeded (None: no cache
+        or a read)."""
         handler: Callable[[Request], Awaitable[bool | None]] = getattr(self, "_" + req.scenario)
-        return await handler(req)
+        async with self.stats.measure_request(req.scenario):
+            return await handler(req)
 
     async def _cached(self, key: keys.CacheKey, load: Callable[[], Awaitable[Any]]) -> Any:
         return await (self.service.get_or_load(key, load) if self.service is not None else load())
@@ -298,7 +304,7 @@ class _Executor:
 
     async def _task_update(self, req: Request) -> bool | None:
         p = req.params
-        async with q.tenant_cursor(self.pool, req.org) as cur:
+        async with q.tenant_cursor(self.pool, req.org, req.scenario) as cur:
             await cur.execute("""
                 UPDATE tasks SET status = %s, updated_at = now()
                  WHERE id = %s AND organization_id = %s AND deleted_at IS NULL
@@ -309,7 +315,7 @@ class _Executor:
 
     async def _document_upload(self, req: Request) -> bool | None:
         p = req.params
-        async with q.tenant_cursor(self.pool, req.org) as cur:
+        async with q.tenant_cursor(self.pool, req.org, req.scenario) as cur:
             await cur.execute("""
                 INSERT INTO documents (organization_id, client_id, uploaded_by, file_name, file_size, category, year,
                                        quarter, ocr_status, tags)
@@ -323,7 +329,7 @@ class _Executor:
 
     async def _client_update(self, req: Request) -> bool | None:
         p = req.params
-        async with q.tenant_cursor(self.pool, req.org) as cur:
+        async with q.tenant_cursor(self.pool, req.org, req.scenario) as cur:
             await cur.execute("""
                 UPDATE clients SET risk_level = %s, updated_at = now()
                  WHERE id = %s AND organization_id = %s AND deleted_at IS NULL""",
@@ -334,7 +340,7 @@ class _Executor:
 
     async def _invoice_payment(self, req: Request) -> bool | None:
         p = req.params
-        async with q.tenant_cursor(self.pool, req.org) as cur:
+        async with q.tenant_cursor(self.pool, req.org, req.scenario) as cur:
             # A partial or full payment; an invoice paid off earlier in the run matches no row (still a real write).
             await cur.execute("""
                 UPDATE invoices
@@ -534,6 +540,7 @@ async def run_workload(dsn: str, redis_url: str | None, *, rate: float, duration
     service: CacheService | None = None
     pool = create_pool(dsn, min_size=pool_size, max_size=pool_size, application_name=APPLICATION_NAME,
                        name=f"cpa_workload:{app_instance}")
+    query_stats = QueryLayerStats()
     run: _Run | None = None
     cancelled = 0
     try:
@@ -541,20 +548,23 @@ async def run_workload(dsn: str, redis_url: str | None, *, rate: float, duration
         if use_cache:
             assert redis_url is not None
             service = await CacheService.create(redis_url, app_instance=app_instance, registry=registry,
+                                                app_stats=lambda: app_sections(pool, query_stats),
                                                 **dict(cache_options or {}))
-        run = _Run(rate=rate, duration=duration, planner=planner, executor=_Executor(pool, service),
+        run = _Run(rate=rate, duration=duration, planner=planner, executor=_Executor(pool, service, query_stats),
                    metrics=metrics, stop=stop, max_in_flight=max_in_flight, arrivals_seed=seed,
                    scenarios=scenarios)
-        jobs_stop = asyncio.Event()
-        jobs = (asyncio.create_task(run_background_jobs(pool, [o.id for o in inventory.orgs], jobs_stop, seed=seed),
-                                    name="cpa_workload:background_jobs") if background_jobs else None)
-        try:
-            await run.generate()
-        finally:
-            jobs_stop.set()
-            if jobs is not None:
-                await jobs
-            cancelled = await run.drain(drain_timeout)
+        with recording(query_stats):  # the request tasks created by generate() (and the jobs) inherit it
+            jobs_stop = asyncio.Event()
+            jobs = (asyncio.create_task(run_background_jobs(pool, [o.id for o in inventory.orgs], jobs_stop,
+                                                            seed=seed), name="cpa_workload:background_jobs")
+                    if background_jobs else None)
+            try:
+                await run.generate()
+            finally:
+                jobs_stop.set()
+                if jobs is not None:
+                    await jobs
+                cancelled = await run.drain(drain_timeout)
         cache_summary = _cache_summary(service) if service is not None else None
     finally:
         if run is not None and run.tasks:  # cancelled from outside: do not leave requests behind

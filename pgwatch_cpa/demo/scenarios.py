@@ -1,6 +1,6 @@
 """The demo's fault scenarios: each makes one shipped alert fire, ends the fault and waits for the resolve.
 
-A run: inject the fault (pgwatch_cpa.demo.faults, or stop Redis), hold it until the alert's FIRING line
+A run: inject the fault (pgwatch_cpa.demo.faults, app_faults, or stop Redis), hold it until the alert's FIRING line
 arrives at the webhook sink (or ``max_fault`` seconds pass), end it, then wait for the RESOLVED line (up to
 ``max_resolve``). The alert rules are the shipped ones with ``for`` shortened (see run.py, shorten_rules), so "fires"
 means the expression held for the shortened ``for``.
@@ -20,7 +20,7 @@ import psycopg
 from prometheus_client import CollectorRegistry
 
 from pgwatch_cpa.cpa.cache import CacheService
-from pgwatch_cpa.demo import faults
+from pgwatch_cpa.demo import app_faults, faults
 from pgwatch_cpa.demo.sink import WebhookSink
 from pgwatch_cpa.sandbox import RedisSandbox
 
@@ -132,6 +132,21 @@ async def _redis_down(ctx: DemoContext, stop: asyncio.Event, ready: asyncio.Even
         ctx.say(f"  redis restarted on the same port (pid {ctx.rd.pid})")
 
 
+async def _pool_exhaustion(ctx: DemoContext, stop: asyncio.Event, ready: asyncio.Event) -> None:
+    await app_faults.pool_exhaustion(ctx.owner_dsn, ctx.rd.url, stop=stop, ready=ready)
+
+
+async def _slow_api(ctx: DemoContext, stop: asyncio.Event, ready: asyncio.Event) -> None:
+    await app_faults.slow_api(ctx.owner_dsn, ctx.rd.url, stop=stop, ready=ready)
+
+
+async def _slow_api_fixed(ctx: DemoContext) -> None:
+    """The lock is gone: the instance keeps serving until its slow requests leave the p95 (CpaApiLatencyHigh's
+    5-minute window holds them, so it takes about as long as the fault did)."""
+    await app_faults.slow_api_fixed(ctx.owner_dsn, ctx.rd.url, max_seconds=150.0,
+                                    resolved=lambda: not ctx.sink.firing("CpaApiLatencyHigh"))
+
+
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("lock-wait", "PostgresBlockedQueries", _lock_wait,
              "one session holds a row lock on organizations, another waits for it"),
@@ -149,6 +164,14 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("cache-cold", "CpaCacheHitRateLow", _cache_cold,
              "an invalidation storm: every organization's cache invalidated 3 times, 2 s apart",
              max_fault=60.0, max_resolve=300.0),
+    Scenario("pool-exhaustion", "CpaPgPoolSaturated", _pool_exhaustion,
+             f"application instance demo-batch holds all {app_faults.POOL_SIZE} connections of its pool; its "
+             f"requests time out after {app_faults.POOL_TIMEOUT:g} s (the server's connections stay low)",
+             also=("CpaPgPoolTimeouts",)),
+    Scenario("slow-api", "CpaApiLatencyHigh", _slow_api,
+             "a session locks the engagements table again and again; 1 request in 10 of application instance "
+             "demo-api waits behind it, then the lock is gone", after=_slow_api_fixed, max_resolve=60.0,
+             also=("CpaQueryLatencyHigh", "PostgresBlockedQueries")),
 )}
 SCHEDULE = tuple(SCENARIOS)  # --schedule runs them in this order
 

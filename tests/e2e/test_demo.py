@@ -33,6 +33,8 @@ PG_SCENARIOS = {"lock-wait": "PostgresBlockedQueries", "connection-spike": "Post
                 "slow-query": "PostgresSlowQueries", "long-query": "PostgresLongRunningQueries",
                 "idle-in-transaction": "PostgresIdleInTransaction", "redis-down": "RedisDown"}
 CACHE_SCENARIOS = {"cache-cold": "CpaCacheHitRateLow"}
+# The application's scenarios run in the second demo, before cache-cold (their instances make no cache lookups).
+APP_SCENARIOS = {"pool-exhaustion": "CpaPgPoolSaturated", "slow-api": "CpaApiLatencyHigh"}
 LIMIT = 230.0  # seconds each demo may take before it is stopped regardless
 
 
@@ -129,7 +131,7 @@ def demos():
     if not REDIS_SERVERS:
         require("a Redis server")
     pg_demo = Demo(list(PG_SCENARIOS))
-    cache_demo = Demo(list(CACHE_SCENARIOS))
+    cache_demo = Demo(list(APP_SCENARIOS) + list(CACHE_SCENARIOS))
     codes = {}
     try:
         codes["pg"] = pg_demo.finish()
@@ -160,6 +162,16 @@ def test_scenario_fires_and_resolves(demos, scenario):
     line = demo.scenario_line(scenario)
     assert f"{alert} fired after" in line and "resolved" in line and "NOT" not in line, demo.output()[-4000:]
     assert demo.events(alert, "FIRING") and demo.events(alert, "RESOLVED")
+
+
+@pytest.mark.parametrize("scenario", list(APP_SCENARIOS))
+def test_application_scenario_fires_and_resolves(demos, scenario):
+    demo = demos[1]
+    alert = APP_SCENARIOS[scenario]
+    line = demo.scenario_line(scenario)
+    assert f"{alert} fired after" in line and "resolved" in line and "NOT" not in line, demo.output()[-4000:]
+    assert demo.events(alert, "FIRING") and demo.events(alert, "RESOLVED")
+    assert not demo.events("PostgresConnectionsHigh", "FIRING"), "one instance's pool, not the server's connections"
 
 
 def test_cache_cold_fires(demos):

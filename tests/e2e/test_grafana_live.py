@@ -2,7 +2,8 @@
 
 Stack: sandbox PostgreSQL + Redis with traffic (statements, an index scan, sequential scans, dead rows, an invalid
 index, a replication slot, an idle-in-transaction session, a running query, cache keys, a slow Lua script), the
-CPA caching service publishing its stats, a `pgwatch-cpa run` process polling both every second, and
+CPA caching service publishing its stats (with the application's pool and query-layer statistics of requests made
+through its query layer), a `pgwatch-cpa run` process polling both every second, and
 /usr/bin/prometheus scraping it every second with alerts.yml as its rule file. The queries are
 taken from grafana/dashboards/*.json, variables substituted the way Grafana does, and evaluated through
 Prometheus's HTTP API: a metric renamed in the daemon leaves a panel empty and fails this test.
@@ -152,17 +153,34 @@ class Workload(threading.Thread):
         async def load() -> dict[str, Any]:
             return {"rows": list(range(20))}
 
-        async with CacheService.create(self.redis_url, app_instance=APP_INSTANCE, stats_interval=0.5) as svc:
+        from pgwatch_cpa.cpa.db import create_pool
+        from pgwatch_cpa.cpa.query_stats import QueryLayerStats, app_sections, recording
+
+        stats = QueryLayerStats()
+        async with create_pool(self.dsn, min_size=1, max_size=4) as pool, \
+                CacheService.create(self.redis_url, app_instance=APP_INSTANCE, stats_interval=0.5,
+                                    app_stats=lambda: app_sections(pool, stats)) as svc:
             i = 0
-            while not self.stop.is_set():
-                for key in (k.user_profile("org_1", f"u{i % 7}"), k.client_list("org_1", {"status": "active"}),
-                            k.dashboard_metrics(f"org_{i % 3}"), k.report_data("org_1", f"r{i % 4}"),
-                            k.invoice_list("org_2", {"page": i % 3})):
-                    await svc.get_or_load(key, load)
-                await svc.get(k.session("org_1", f"s{i}"))  # always a miss
-                self.cache_calls += 6
-                i += 1
-                await asyncio.sleep(0.05)
+            with recording(stats):
+                while not self.stop.is_set():
+                    for key in (k.user_profile("org_1", f"u{i % 7}"), k.client_list("org_1", {"status": "active"}),
+                                k.dashboard_metrics(f"org_{i % 3}"), k.report_data("org_1", f"r{i % 4}"),
+                                k.invoice_list("org_2", {"page": i % 3})):
+                        await svc.get_or_load(key, load)
+                    await svc.get(k.session("org_1", f"s{i}"))  # always a miss
+                    await self._app_request(pool, stats, i)
+                    self.cache_calls += 6
+                    i += 1
+                    await asyncio.sleep(0.05)
+
+    @staticmethod
+    async def _app_request(pool: Any, stats: Any, i: int) -> None:
+        """One API request of the application through its query layer (pool and latency panels)."""
+        from pgwatch_cpa.cpa.queries import tenant_cursor
+
+        async with stats.measure_request("e2e_client_page"), tenant_cursor(pool, f"org_{i % 50}", "e2e_clients") as cur:
+            await cur.execute("SELECT id, name FROM e2e_clients WHERE org = %s", (f"org_{i % 50}",))
+            await cur.fetchall()
 
 
 @contextlib.contextmanager

@@ -224,11 +224,38 @@ def synthesize_series(rules: RuleSet, steps: int, interval: float) -> list[dict]
             continue
         for n, instance in enumerate(("db1", "db2")):
             labels = {"instance": instance, "job": "pgwatch", **dict.fromkeys(shared, instance), **_labels_for(sel)}
-            text = sel.name + "{" + ", ".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
+            if sel.name.endswith("_bucket"):
+                for le, values in _bucket_values(n, steps, interval):
+                    text = _series_text(sel.name, {**labels, "le": le})
+                    out[text] = {"series": text, "values": values}
+                continue
+            text = _series_text(sel.name, labels)
             kind = "counter" if sel.name in counters or sel.name.endswith("_total") else "gauge"
             seed = (sum(map(ord, text)) + n * 7) % len(levels)
             out[text] = {"series": text, "values": _values(kind, levels, seed, steps, interval)}
     return list(out.values())
+
+
+def _series_text(name: str, labels: dict[str, str]) -> str:
+    return name + "{" + ", ".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
+
+
+# A histogram's buckets walk through latency profiles (observations per second up to each bound, cumulative), 12
+# steps each: p95 within the first bucket, in (0.1, 0.2] and in +Inf (reported as 0.5), so quantile thresholds
+# between those are crossed both ways.
+BUCKET_BOUNDS = ("0.05", "0.1", "0.2", "0.5", "+Inf")
+BUCKET_PROFILES = ((95, 97, 99, 100, 100), (60, 90, 97, 100, 100), (10, 40, 60, 80, 100))
+
+
+def _bucket_values(seed: int, steps: int, interval: float) -> list[tuple[str, str]]:
+    totals = [0.0] * len(BUCKET_BOUNDS)
+    values: list[list[str]] = [[] for _ in BUCKET_BOUNDS]
+    for i in range(steps + 1):
+        profile = BUCKET_PROFILES[(i // 12 + seed) % len(BUCKET_PROFILES)]
+        for b, per_second in enumerate(profile):
+            totals[b] += per_second * interval
+            values[b].append(repr(totals[b]))
+    return [(le, " ".join(v)) for le, v in zip(BUCKET_BOUNDS, values, strict=True)]
 
 
 def _grouping_labels(rules: RuleSet) -> set[str]:
@@ -252,13 +279,15 @@ def _grouping_labels(rules: RuleSet) -> set[str]:
         walk(rule.expr.root)
         for tmpl in [*rule.labels.values(), *rule.annotations.values()]:
             names.update(re.findall(r"\$labels\.(\w+)", tmpl.text))
-    return names - {"__name__", "job"}
+    return names - {"__name__", "job", "le"}
 
 
 def _levels(rules: RuleSet) -> list[float]:
     found = {0.0, 1.0}
     for rule in rules.rules():
-        for num in re.findall(r"(?<![\w.\[])(\d+(?:\.\d+)?(?:e[-+]?\d+)?)(?![\w\]])", rule.expr.text):
+        # histogram_quantile's first argument is a quantile, not a threshold
+        text = re.sub(r"histogram_quantile\(\s*[\d.]+", "histogram_quantile(", rule.expr.text)
+        for num in re.findall(r"(?<![\w.\[])(\d+(?:\.\d+)?(?:e[-+]?\d+)?)(?![\w\]])", text):
             v = float(num)
             found.update({v * 0.5, v * 0.97, v * 1.03, v * 2})
     return sorted(found)

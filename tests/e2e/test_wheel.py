@@ -89,7 +89,7 @@ def test_check_config_with_the_shipped_rules(installed: tuple[Path, dict[str, st
     config.write_text("redis: [{name: cache, url: 'redis://127.0.0.1:6379/0'}]\n"
                       "alerting: {rules: ['builtin:alerts.yml']}\n")
     out = ok(run([str(venv / "bin" / "pgwatch-cpa"), "check-config", str(config)], cwd, env))
-    assert "27 alert rules" in out.stdout, out.stdout
+    assert "32 alert rules" in out.stdout, out.stdout
 
     config.write_text("custom_queries: ['builtin:cpa_business.yaml']\n")  # the shipped query file is in the wheel
     ok(run([str(venv / "bin" / "pgwatch-cpa"), "check-config", str(config)], cwd, env))
@@ -113,7 +113,7 @@ def test_export_assets_writes_rules_promtool_accepts_and_the_dashboards(
     for rel in written:
         assert (out / rel).read_bytes() == sources[rel].read_bytes(), f"{rel} differs from the repository's"
     result = ok(run([promtool, "check", "rules", str(out / "alerts.yml")], cwd, env))
-    assert "SUCCESS: 27 rules found" in result.stdout + result.stderr
+    assert "SUCCESS: 32 rules found" in result.stdout + result.stderr
 
 
 def test_the_installed_package_exposes_the_dashboards(installed: tuple[Path, dict[str, str], Path]) -> None:

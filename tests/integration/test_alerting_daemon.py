@@ -110,7 +110,7 @@ async def test_restart_while_firing_does_not_notify_again_before_repeat_interval
 
 def test_malformed_rule_file_is_refused_with_file_rule_and_reason(tmp_path, capsys, daemon_factory):
     rules = write_rules(tmp_path, [
-        {"alert": "Quantiles", "expr": "histogram_quantile(0.9, rate(x_bucket[5m])) > 1"},
+        {"alert": "Quantiles", "expr": "quantile_over_time(0.9, x[5m]) > 1"},
         {"alert": "Broken", "expr": "sum(rate(x[5m]) > "},
     ])
     config = tmp_path / "config.yaml"
@@ -118,9 +118,9 @@ def test_malformed_rule_file_is_refused_with_file_rule_and_reason(tmp_path, caps
     assert main(["check-config", str(config)]) == 2
     err = capsys.readouterr().err
     assert str(rules) in err
-    assert "Quantiles" in err and "histogram_quantile" in err
+    assert "Quantiles" in err and "quantile_over_time" in err
     assert "Broken" in err
 
     daemon = daemon_factory({"alerting": {"rules": [str(rules)]}})
     assert daemon.process.wait(15) == 2
-    assert "histogram_quantile" in daemon.log() and "listening" not in daemon.log()
+    assert "quantile_over_time" in daemon.log() and "listening" not in daemon.log()

@@ -305,8 +305,8 @@ async def _explain(dsn: str, org: str, call) -> list[dict]:
     plans: list[dict] = []
     original = q._fetchall
 
-    async def explaining(db, org_id, query, params):
-        async with q.tenant_cursor(db, org_id) as cur:
+    async def explaining(db, org_id, operation, query, params):
+        async with q.tenant_cursor(db, org_id, operation) as cur:
             await cur.execute(psycopg.sql.SQL("EXPLAIN (FORMAT JSON) ") + (
                 psycopg.sql.SQL(query) if isinstance(query, str) else query), params)
             raw = (await cur.fetchone())["QUERY PLAN"]

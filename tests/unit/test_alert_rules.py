@@ -45,7 +45,7 @@ groups:
     limit: 3
     rules:
       - alert: PostgresDown
-        expr: histogram_quantile(0.9, rate(x[5m]))
+        expr: quantile_over_time(0.9, x[5m])
       - alert: Bad
         expr: topk(3, x) > bool 1
         for: 5 minutes
@@ -63,7 +63,7 @@ groups:
     assert isinstance(info.value, PgwatchError)
     expected = [
         "alerts.yml: group \"postgres\": unsupported key 'limit'",
-        'alerts.yml: group "postgres", rule "PostgresDown": unsupported function "histogram_quantile"',
+        'alerts.yml: group "postgres", rule "PostgresDown": unsupported function "quantile_over_time"',
         'alerts.yml: group "postgres", rule "Bad": unsupported aggregation "topk"',
         'alerts.yml: group "postgres", rule "Bad": for: not a valid duration string',
         "rule \"Bad\": label 'value' uses $value",

@@ -158,7 +158,7 @@ def test_same_labelset_error() -> None:
 
 
 @pytest.mark.parametrize("expr, construct", [
-    ("histogram_quantile(0.9, rate(x[5m]))", 'unsupported function "histogram_quantile"'),
+    ("quantile_over_time(0.9, x[5m])", 'unsupported function "quantile_over_time"'),
     ("topk(3, x)", 'unsupported aggregation "topk"'),
     ("rate(x[5m:1m])", "subqueries are not supported"),
     ("x @ 100", "@ modifier"),
@@ -189,7 +189,7 @@ CALLS = {
     "floor": "floor(temp)", "sqrt": "sqrt(temp)", "ln": "ln(temp)", "log2": "log2(temp)", "log10": "log10(temp)",
     "clamp": "clamp(temp, 2, 3)", "clamp_min": "clamp_min(temp, 3)", "clamp_max": "clamp_max(temp, 3)",
     "time": "time()", "vector": "vector(1)", "scalar": "scalar(temp)", "absent": "absent(temp)",
-    "absent_over_time": "absent_over_time(temp[1m])",
+    "absent_over_time": "absent_over_time(temp[1m])", "histogram_quantile": "histogram_quantile(0.5, temp)",
 }
 
 

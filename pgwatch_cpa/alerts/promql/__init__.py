@@ -7,8 +7,9 @@ time. Evaluation is an instant query at one timestamp over a History.
 Supported (see functions.FUNCTIONS and nodes.AGGREGATIONS): instant and range selectors with = != =~ !~ matchers
 and offset; the range functions rate irate increase delta idelta deriv predict_linear changes resets and
 *_over_time (avg min max sum count last present); abs ceil floor sqrt ln log2 log10 clamp clamp_min clamp_max;
-time vector scalar absent absent_over_time; sum avg min max count with by/without; + - * / % ^ == != > < >= <=
-with bool, on/ignoring, group_left/group_right; and or unless; unary minus.
+time vector scalar absent absent_over_time; histogram_quantile (classic buckets, quantile.py); sum avg min max
+count with by/without; + - * / % ^ == != > < >= <= with bool, on/ignoring, group_left/group_right; and or unless;
+unary minus.
 
 Semantics kept exactly: lookback delta (5 m, left-closed as in 2.x), closed range windows, stale markers,
 extrapolatedRate, least squares with Kahan sums for deriv/predict_linear, Go float semantics for / % ^ and NaN

@@ -24,6 +24,7 @@ from pgwatch_cpa.alerts.promql.gofloat import (
     round_like_go,
 )
 from pgwatch_cpa.alerts.promql.nodes import Context, MatrixSel, Node, ScalarNode, VectorNode, VectorSel, narrow
+from pgwatch_cpa.alerts.promql.quantile import HistogramQuantile
 from pgwatch_cpa.alerts.promql.syntax import MatchOp
 from pgwatch_cpa.alerts.promql.values import NAME, Sample, Vector, check_unique, drop_name, several_names
 
@@ -350,4 +351,5 @@ FUNCTIONS: dict[str, Function] = {
     "scalar": lambda args: ToScalar(narrow(args[0], VectorNode)),
     "absent": lambda args: Absent(narrow(args[0], VectorNode)),
     "absent_over_time": lambda args: Absent(narrow(args[0], MatrixSel)),
+    "histogram_quantile": lambda args: HistogramQuantile(narrow(args[0], ScalarNode), narrow(args[1], VectorNode)),
 }

@@ -2,6 +2,7 @@
 
 Instances are found through the publishers' sorted-set index (no SCAN), their snapshots read with one MGET; an
 instance that died disappears when its snapshot key expires. Labels: app_instance and family only (no org ids).
+The application's PostgreSQL pool and query-layer sections of the same snapshots are exported by cpa_app_stats.py.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 
 from pgwatch_cpa.collectors.base import Collector, RedisContext
 from pgwatch_cpa.collectors.metric_set import MetricSet
+from pgwatch_cpa.collectors.redis.cpa_app_stats import export_app_sections
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +70,7 @@ def export_snapshot(snap: dict[str, Any], now: float, out: MetricSet) -> None:
     for kind, count in snap["invalidations"].items():
         out.counter("cpa_cache_invalidations_total", "Cache invalidations, by kind.", count, {**instance, "kind": kind})
     _export_pool(snap["pool"], instance, out)
+    export_app_sections(snap, instance, out)
 
 
 def _export_family(snap: dict[str, Any], labels: dict[str, str], stats: dict[str, Any], out: MetricSet) -> None:

@@ -106,8 +106,10 @@ class _Start:
 
 class CacheService:
     def __init__(self, redis: Redis, pool: CountingBlockingConnectionPool, config: CacheConfig,
-                 registry: CollectorRegistry | None = None) -> None:
+                 registry: CollectorRegistry | None = None, app_stats: st.AppStatsProvider | None = None) -> None:
         self.redis = redis
+        self.app_stats = app_stats  # the application's PostgreSQL pool and query-layer sections of the snapshot
+        self._app_stats_failed = False
         self.pool = pool
         self.config = config
         self.breaker = CircuitBreaker(config.breaker_failures, config.breaker_reset)
@@ -133,10 +135,12 @@ class CacheService:
 
     @classmethod
     def create(cls, url: str, *, app_instance: str, registry: CollectorRegistry | None = None,
-               **options: Any) -> _Start:
+               app_stats: st.AppStatsProvider | None = None, **options: Any) -> _Start:
         """``svc = await CacheService.create(url, app_instance="web-1")`` or ``async with ... as svc``.
 
-        ``options`` are CacheConfig fields. Creating never fails because Redis is down: the service starts
+        ``app_stats`` returns the application's own snapshot sections (``pg_pool``, ``query_layer``; see stats.py
+        and pgwatch_cpa.cpa.query_stats.app_sections), published with every snapshot. ``options`` are CacheConfig
+        fields. Creating never fails because Redis is down: the service starts
         failing open and recovers by itself.
         """
         unknown = set(options) - {f.name for f in fields(CacheConfig)}
@@ -145,7 +149,7 @@ class CacheService:
         config = CacheConfig(app_instance=app_instance, **options)
 
         async def factory() -> CacheService:
-            service = cls(*_client(url, config), config, registry)
+            service = cls(*_client(url, config), config, registry, app_stats)
             await service.start()
             return service
 
@@ -511,7 +515,19 @@ class CacheService:
             stats=self.stats, pool=self.pool, app_instance=self.config.app_instance, pid=os.getpid(),
             started_at=self._started_at, published_at=time.time(), interval=self.config.stats_interval,
             breaker_state=self.breaker.state.value, breaker_opens=self.breaker.opens,
-            maxmemory_policy=self.maxmemory_policy)
+            maxmemory_policy=self.maxmemory_policy, app=self._app_sections())
+
+    def _app_sections(self) -> st.AppSections | None:
+        """The application's sections, or none if its provider fails (the cache's own statistics still go out)."""
+        if self.app_stats is None:
+            return None
+        try:
+            return self.app_stats()
+        except Exception:  # a broken provider must not silence the snapshot; said once, not every period
+            if not self._app_stats_failed:
+                self._app_stats_failed = True
+                log.exception("the application's statistics provider failed; publishing without its sections")
+            return None
 
     async def publish_stats(self) -> bool:
         """Write the snapshot and refresh the instance index; False if Redis is unavailable."""

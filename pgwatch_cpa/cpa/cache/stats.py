@@ -33,8 +33,28 @@ Snapshot schema, version 1 (every counter is cumulative since ``started_at``; a 
         }, ...
       },
       "invalidations": {"org": 0, "family": 0, "event": 0, "key": 0, "scan": 0, "failed": 0},
-      "pool": {"in_use": 0, "idle": 0, "max": 50, "waits": 0, "exhausted": 0}
-    }
+      "pool": {"in_use": 0, "idle": 0, "max": 50, "waits": 0, "exhausted": 0},
+
+      -- optional sections (a minor addition: older snapshots lack them, older readers ignore them); present
+         when the application gives the service its PostgreSQL pool and query-layer statistics
+         (pgwatch_cpa.cpa.query_stats.app_sections):
+      "pg_pool": {                          psycopg_pool's get_stats(), counters cumulative since the pool opened
+        "min": 2, "max": 20, "size": 20,    configured bounds; connections open now (in use + idle)
+        "idle": 18, "in_use": 2, "waiting": 0,       requests waiting for a connection now
+        "requests": 0, "queued": 0,         connection requests; those that had to wait
+        "wait_seconds": 0.0,                total time requests waited
+        "timeouts": 0,                      waits that failed (PoolTimeout, or cancelled while waiting)
+        "connection_errors": 0              failed attempts to open a connection
+      },
+      "query_layer": {
+        "latency_buckets": [0.005, ..., 10.0],       upper bounds (seconds); +Inf implied
+        "requests": {"<operation>": OP, ...},        API requests (handler runs), by operation
+        "queries": {"<operation>": OP, ...}          query-layer transactions, by operation (timed from the
+                                                      moment they hold a connection)
+      }
+      where OP = {"calls": 0, "errors": {"pool_timeout": 0, "statement_timeout": 0, "connection": 0, "other": 0},
+                  "latency": {"sum": 0.0, "count": 0, "buckets": [c0, ..., cN]}}   as the families' latency
+      and <operation> matches [a-z][a-z0-9_]{0,63}, at most 64 per table.
 
 Readers must ignore unknown fields (later minor additions) and reject another ``version``.
 """
@@ -44,7 +64,8 @@ from __future__ import annotations
 import itertools
 import math
 import re
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypedDict
 
 import orjson
 
@@ -61,6 +82,22 @@ _INSTANCE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _FAMILY_COUNTERS = ("loads", "load_errors", "fail_opens", "tenant_mismatches")
 _POOL_FIELDS = ("in_use", "idle", "max", "waits", "exhausted")
 _BREAKER_STATES = ("closed", "open", "half_open")
+_PG_POOL_COUNTS = ("min", "max", "size", "idle", "in_use", "waiting", "requests", "queued", "timeouts",
+                   "connection_errors")
+ERROR_KINDS = ("pool_timeout", "statement_timeout", "connection", "other")
+OPERATION_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
+MAX_OPERATIONS = 64
+
+
+
+class AppSections(TypedDict, total=False):
+    """The application's optional sections, as documented above (built by pgwatch_cpa.cpa.query_stats)."""
+
+    pg_pool: dict[str, float]
+    query_layer: dict[str, Any]
+
+
+AppStatsProvider = Callable[[], AppSections]  # called at every publish; must not block (no I/O)
 
 
 class SnapshotError(ValueError):
@@ -82,7 +119,7 @@ def instance_key(app_instance: str) -> str:
 
 def build_snapshot(*, stats: CacheStats, pool: PoolView, app_instance: str, pid: int, started_at: float,
                    published_at: float, interval: float, breaker_state: str, breaker_opens: int,
-                   maxmemory_policy: str | None) -> dict[str, Any]:
+                   maxmemory_policy: str | None, app: AppSections | None = None) -> dict[str, Any]:
     families = {}
     for name, fs in stats.families.items():
         families[name] = {
@@ -102,6 +139,7 @@ def build_snapshot(*, stats: CacheStats, pool: PoolView, app_instance: str, pid:
         "invalidations": dict(stats.invalidations),
         "pool": {"in_use": pool.in_use, "idle": pool.idle, "max": pool.max_connections, "waits": pool.waits,
                  "exhausted": pool.exhausted},
+        **(app or {}),
     }
 
 
@@ -144,28 +182,64 @@ def parse_snapshot(data: bytes | str) -> dict[str, Any]:
                      for name in families},
         "invalidations": {k: _count(invalidations, k, "invalidations") for k in INVALIDATION_KINDS},
         "pool": {k: _count(pool, k, "pool") for k in _POOL_FIELDS},
+        **_optional_sections(doc),
     }
+
+
+def _optional_sections(doc: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if "pg_pool" in doc:
+        pg_pool = _obj(doc, "pg_pool")
+        out["pg_pool"] = {**{k: _count(pg_pool, k, "pg_pool") for k in _PG_POOL_COUNTS},
+                          "wait_seconds": _nonneg(pg_pool, "wait_seconds", "pg_pool")}
+    if "query_layer" in doc:
+        layer = _obj(doc, "query_layer")
+        bounds = _float_list(layer, "latency_buckets", "query_layer")
+        out["query_layer"] = {"latency_buckets": bounds,
+                              **{table: _operations(_obj(layer, table, "query_layer"), f"query_layer.{table}",
+                                                    len(bounds)) for table in ("requests", "queries")}}
+    return out
+
+
+def _operations(doc: dict[str, Any], path: str, n_bounds: int) -> dict[str, Any]:
+    if len(doc) > MAX_OPERATIONS:
+        raise SnapshotError(f"{path} has more than {MAX_OPERATIONS} operations")
+    out = {}
+    for name in doc:
+        if not OPERATION_NAME.fullmatch(name):
+            raise SnapshotError(f"{path} has a malformed operation name")
+        where = f"{path}.{name}"
+        op = _obj(doc, name, path)
+        errors = _obj(op, "errors", where)
+        out[name] = {"calls": _count(op, "calls", where),
+                     "errors": {k: _count(errors, k, f"{where}.errors") for k in ERROR_KINDS},
+                     "latency": _latency(_obj(op, "latency", where), f"{where}.latency", n_bounds)}
+    return out
 
 
 def _family(doc: dict[str, Any], path: str, n_bounds: int) -> dict[str, Any]:
     requests = _obj(doc, "requests", path)
-    latency = _obj(doc, "latency", path)
-    buckets = latency.get("buckets")
-    if (not isinstance(buckets, list) or len(buckets) != n_bounds + 1
-            or not all(type(b) is int and b >= 0 for b in buckets)
-            or any(a > b for a, b in itertools.pairwise(buckets))):
-        raise SnapshotError(f"{path}.latency.buckets must be {n_bounds + 1} non-decreasing counts")
-    count = _count(latency, "count", f"{path}.latency")
-    if buckets[-1] != count:
-        raise SnapshotError(f"{path}.latency.buckets[-1] must equal latency.count")
+    latency = _latency(_obj(doc, "latency", path), f"{path}.latency", n_bounds)
     sizes = _obj(doc, "value_bytes", path)
     return {
         "requests": {r: _count(requests, r, f"{path}.requests") for r in RESULTS},
         **{c: _count(doc, c, path) for c in _FAMILY_COUNTERS},
-        "latency": {"sum": _nonneg(latency, "sum", f"{path}.latency"), "count": count, "buckets": buckets},
+        "latency": latency,
         "value_bytes": {"sum": _count(sizes, "sum", f"{path}.value_bytes"),
                         "count": _count(sizes, "count", f"{path}.value_bytes")},
     }
+
+
+def _latency(doc: dict[str, Any], path: str, n_bounds: int) -> dict[str, Any]:
+    buckets = doc.get("buckets")
+    if (not isinstance(buckets, list) or len(buckets) != n_bounds + 1
+            or not all(type(b) is int and b >= 0 for b in buckets)
+            or any(a > b for a, b in itertools.pairwise(buckets))):
+        raise SnapshotError(f"{path}.buckets must be {n_bounds + 1} non-decreasing counts")
+    count = _count(doc, "count", path)
+    if buckets[-1] != count:
+        raise SnapshotError(f"{path}.buckets[-1] must equal {path}.count")
+    return {"sum": _nonneg(doc, "sum", path), "count": count, "buckets": buckets}
 
 
 def _breaker(doc: dict[str, Any]) -> dict[str, Any]:
@@ -217,10 +291,10 @@ def _optional_str(doc: dict[str, Any], key: str) -> str | None:
     return value
 
 
-def _float_list(doc: dict[str, Any], key: str) -> list[float]:
+def _float_list(doc: dict[str, Any], key: str, path: str = "") -> list[float]:
     value = doc.get(key)
     if (not isinstance(value, list) or not value
             or not all(type(v) in (int, float) and math.isfinite(v) and v > 0 for v in value)
             or any(a >= b for a, b in itertools.pairwise(value))):
-        raise SnapshotError(f"{key} must be a non-empty increasing list of positive numbers")
+        raise SnapshotError(f"{_where(key, path)} must be a non-empty increasing list of positive numbers")
     return [float(v) for v in value]
