@@ -15,12 +15,14 @@ from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from pgwatch_cpa.alerts.promql.quantile import bucket_quantile
+
 API_TARGET_S, QUERY_TARGET_S, CACHE_HIT_TARGET = 0.2, 0.1, 0.9  # the guide's p95 and hit-rate targets
 
 REQUESTS = "cpa_request_duration_seconds"
 QUERIES = "cpa_db_query_duration_seconds"
 CACHE_REQUESTS = "cpa_cache_requests_total"
-POOL_IN_USE = "cpa_pg_pool_connections_in_use"
+POOL_CONNECTIONS = "cpa_pg_pool_connections"  # by state; in_use is what the line shows
 POOL_MAX = "cpa_pg_pool_max_connections"
 
 
@@ -44,28 +46,18 @@ def read_sample(text: str, at: float) -> Sample:
             elif s.name == CACHE_REQUESTS:
                 result = s.labels.get("result", "")
                 sample.cache[result] = sample.cache.get(result, 0.0) + s.value
-            elif s.name in (POOL_IN_USE, POOL_MAX):
+            elif s.name == POOL_MAX or (s.name == POOL_CONNECTIONS and s.labels.get("state") == "in_use"):
                 sample.gauges[s.name] = sample.gauges.get(s.name, 0.0) + s.value
     sample.buckets = {name: dict(b) for name, b in buckets.items() if b}
     return sample
 
 
-def quantile(q: float, buckets: Mapping[float, float]) -> float | None:
-    """Prometheus's histogram_quantile over cumulative bucket counts (linear within a bucket); None if empty."""
-    bounds = sorted(buckets)
-    if not bounds or not math.isinf(bounds[-1]) or buckets[bounds[-1]] <= 0:
+def p95(buckets: Mapping[float, float]) -> float | None:
+    """Prometheus's histogram_quantile(0.95, ...) over cumulative bucket counts; None without observations."""
+    if not buckets:
         return None
-    total = buckets[bounds[-1]]
-    rank = q * total
-    lower_bound, lower_count = 0.0, 0.0
-    for bound in bounds:
-        count = buckets[bound]
-        if count >= rank:
-            if math.isinf(bound):
-                return lower_bound  # above the highest finite bound: Prometheus answers that bound
-            return lower_bound + (bound - lower_bound) * (rank - lower_count) / max(count - lower_count, 1e-12)
-        lower_bound, lower_count = bound, count
-    return lower_bound
+    value = bucket_quantile(0.95, list(buckets.items()))
+    return None if math.isnan(value) else value
 
 
 def _delta(new: Mapping[float, float], old: Mapping[float, float]) -> dict[float, float]:
@@ -87,10 +79,10 @@ def status_line(new: Sample, old: Sample, firing: Iterable[str]) -> str:
     hit = "-" if total <= 0 else f"{100 * lookups.get('hit', 0.0) / total:.1f}%"
     pool = "-"
     if POOL_MAX in new.gauges:
-        pool = f"{new.gauges.get(POOL_IN_USE, 0.0):.0f}/{new.gauges[POOL_MAX]:.0f}"
+        pool = f"{new.gauges.get(POOL_CONNECTIONS, 0.0):.0f}/{new.gauges[POOL_MAX]:.0f}"
     names = sorted(set(firing))
-    return (f"status: {rate} req/s | p95 api {_ms(quantile(0.95, requests))} (<{API_TARGET_S * 1000:.0f}) "
-            f"query {_ms(quantile(0.95, queries))} (<{QUERY_TARGET_S * 1000:.0f}) | cache hit {hit} "
+    return (f"status: {rate} req/s | p95 api {_ms(p95(requests))} (<{API_TARGET_S * 1000:.0f}) "
+            f"query {_ms(p95(queries))} (<{QUERY_TARGET_S * 1000:.0f}) | cache hit {hit} "
             f"(>{CACHE_HIT_TARGET:.0%}) | pg pool {pool} | firing: {', '.join(names) if names else 'none'}")
 
 

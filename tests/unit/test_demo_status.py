@@ -6,12 +6,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 from pgwatch_cpa.demo.status import (
     CACHE_REQUESTS,
-    POOL_IN_USE,
+    POOL_CONNECTIONS,
     POOL_MAX,
     QUERIES,
     REQUESTS,
     firing_alerts,
-    quantile,
     read_sample,
     status_line,
 )
@@ -30,7 +29,7 @@ class App:
                                  registry=self.registry)
         self.cache = Counter(CACHE_REQUESTS.removesuffix("_total"), "cache", ["app_instance", "result"],
                              registry=self.registry)
-        self.in_use = Gauge(POOL_IN_USE, "in use", ["app_instance"], registry=self.registry)
+        self.pool = Gauge(POOL_CONNECTIONS, "by state", ["app_instance", "state"], registry=self.registry)
         self.max = Gauge(POOL_MAX, "max", ["app_instance"], registry=self.registry)
 
     def text(self) -> str:
@@ -48,8 +47,9 @@ def test_a_period_is_the_change_between_two_reads() -> None:
         app.queries.labels("a", "dashboard").observe(0.07)
     app.cache.labels("a", "hit").inc(95)
     app.cache.labels("a", "miss").inc(5)
-    app.in_use.labels("a").set(3)
-    app.in_use.labels("b").set(2)
+    app.pool.labels("a", "in_use").set(3)
+    app.pool.labels("b", "in_use").set(2)
+    app.pool.labels("a", "idle").set(5)
     app.max.labels("a").set(8)
     app.max.labels("b").set(8)
     line = status_line(read_sample(app.text(), at=110.0), before, ["CpaPgPoolSaturated", "RedisDown"])
@@ -66,13 +66,6 @@ def test_no_traffic_shows_dashes_not_zeros() -> None:
     app.requests.labels("a")  # a family without traffic in the period: 0 req/s, no p95
     sample = read_sample(app.text(), at=1.0)
     assert status_line(read_sample(app.text(), at=11.0), sample, []).startswith("status: 0.0 req/s | p95 api - ")
-
-
-def test_quantile_follows_prometheus_at_the_edges() -> None:
-    assert quantile(0.95, {}) is None
-    assert quantile(0.5, {0.1: 0.0, float("inf"): 0.0}) is None
-    assert quantile(0.99, {0.1: 1.0, 0.2: 1.0, float("inf"): 10.0}) == 0.2  # beyond the last finite bound
-    assert quantile(0.5, {0.1: 10.0, float("inf"): 10.0}) == 0.05
 
 
 def test_firing_alerts_reads_the_api_shape() -> None:
