@@ -127,7 +127,8 @@ def measure(clusters: list[PostgresSandbox], redis_urls: list[str], window: floa
         overruns = samples(body, "pgwatch_cycle_overruns_total")
         rss = int(re.search(r"VmRSS:\s+(\d+)", Path(f"/proc/{proc.pid}/status").read_text())[1]) / 1024
         return {"cpu_share": cpu / wall, "rss_mib": rss, "connections": peak, "cycle_times": cycle_times,
-                "overruns": sum(overruns.values()) - sum(overruns0.values()), "scrapes": scrapes}
+                "overruns": sum(overruns.values()) - sum(overruns0.values()), "scrapes": scrapes,
+                "series": sum(1 for line in body.splitlines() if line and not line.startswith(b"#"))}
     finally:
         proc.terminate()
         proc.wait(30)
@@ -136,7 +137,7 @@ def measure(clusters: list[PostgresSandbox], redis_urls: list[str], window: floa
 def report(result: dict, databases: int) -> None:
     scrapes = sorted(result["scrapes"])
     print(f"daemon CPU {100 * result['cpu_share']:.1f}% of one core (target <= {100 * TARGETS['cpu_share']:.0f}%), "
-          f"RSS {result['rss_mib']:.0f} MiB (target <= {TARGETS['rss_mib']:.0f})")
+          f"RSS {result['rss_mib']:.0f} MiB (target <= {TARGETS['rss_mib']:.0f}) with {result['series']:,} series")
     print(f"connections held per cluster (peak): {result['connections']} "
           f"(target <= {TARGETS['connections_per_cluster']}); {databases} databases per cluster")
     print("cycle time per target (s, sampled at each scrape):")
