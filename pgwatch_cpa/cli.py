@@ -273,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     runs = demo.add_mutually_exclusive_group()
     runs.add_argument("--scenario", action="append", metavar="NAME",
                       help="run a fault scenario (repeatable): lock-wait, connection-spike, slow-query, long-query, "
-                           "idle-in-transaction, redis-down, cache-cold")
+                           "idle-in-transaction, redis-down, cache-cold, archive-stalled")
     runs.add_argument("--schedule", action="store_true", help="run every scenario, one after another")
     demo.add_argument("--alert-for", type=float, default=10.0, metavar="SECONDS",
                       help="shorten every rule's `for` to at most this (default 10)")

@@ -35,6 +35,7 @@ from pgwatch_cpa.cpa.schema.migrate import migrate
 from pgwatch_cpa.cpa.seed import seed
 from pgwatch_cpa.cpa.workload import run_workload
 from pgwatch_cpa.daemon.lifecycle import Daemon
+from pgwatch_cpa.demo.archiving import DemoArchiver
 from pgwatch_cpa.demo.scenarios import SCENARIOS, SCHEDULE, DemoContext, ScenarioResult, run_scenario
 from pgwatch_cpa.demo.sink import WebhookSink
 from pgwatch_cpa.errors import PgwatchError
@@ -228,7 +229,8 @@ async def run_demo(opts: DemoOptions) -> int:
             sink = await WebhookSink(printer=say).start()
             try:
                 settings = daemon_settings(opts.listen, monitor_dsn, rd.url, rules, sink.url)
-                ctx = DemoContext(rd, owner_dsn, sink, say, pids)
+                ctx = DemoContext(rd, owner_dsn, sink, say, pids,
+                                  archiver=DemoArchiver(owner_dsn, rd.url, workdir / "archive", say))
                 print(banner(opts, pg, rd, monitor_dsn, owner_dsn, sink, changed, rules_source), flush=True)
                 await _serve(opts, settings, ctx, stop, t0)
             finally:
@@ -259,6 +261,8 @@ async def _serve(opts: DemoOptions, settings: Any, ctx: DemoContext, stop: async
         ctx.owner_dsn, ctx.rd.url, rate=opts.rate, duration=None, stop=workload_stop, pool_size=WORKLOAD_POOL,
         write_ratio=WRITE_RATIO, app_instance=APP_INSTANCE, cache_options={"stats_interval": 2.0}),
         name="demo:workload")
+    if ctx.archiver is not None:
+        ctx.archiver.start()
     daemon_stop = asyncio.Event()
     daemon = asyncio.create_task(Daemon(settings).serve(daemon_stop), name="demo:daemon")
     scenarios = asyncio.create_task(_scenarios(opts, ctx, stop, t0), name="demo:scenarios")
@@ -275,6 +279,8 @@ async def _serve(opts: DemoOptions, settings: Any, ctx: DemoContext, stop: async
         scenarios.cancel()
         with contextlib.suppress(BaseException):
             await asyncio.wait_for(scenarios, 25)
+        if ctx.archiver is not None:
+            await ctx.archiver.stop()
         workload_stop.set()
         try:
             report = await asyncio.wait_for(workload, 20)

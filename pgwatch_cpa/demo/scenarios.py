@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 
 from pgwatch_cpa.cpa.cache import CacheService
 from pgwatch_cpa.demo import faults
+from pgwatch_cpa.demo.archiving import DemoArchiver
 from pgwatch_cpa.demo.sink import WebhookSink
 from pgwatch_cpa.sandbox import RedisSandbox
 
@@ -34,6 +35,7 @@ class DemoContext:
     sink: WebhookSink
     say: Callable[[str], None]
     pids: list[int] = field(default_factory=list)  # every server pid the demo started (printed as they start)
+    archiver: DemoArchiver | None = None  # the CPA archiver on its demo schedule (archive-stalled stops it)
 
 
 FaultBody = Callable[[DemoContext, asyncio.Event, asyncio.Event], Coroutine[Any, Any, None]]
@@ -132,6 +134,20 @@ async def _redis_down(ctx: DemoContext, stop: asyncio.Event, ready: asyncio.Even
         ctx.say(f"  redis restarted on the same port (pid {ctx.rd.pid})")
 
 
+async def _archive_stalled(ctx: DemoContext, stop: asyncio.Event, ready: asyncio.Event) -> None:
+    archiver = ctx.archiver
+    if archiver is None or not archiver.running:
+        raise RuntimeError("the demo's archiver is not running")
+    await archiver.stop()
+    ctx.say(f"  archiver stopped (schedule period {archiver.period:g}s; no success from now on)")
+    ready.set()
+    try:
+        await stop.wait()
+    finally:
+        archiver.start()
+        ctx.say("  archiver started again (runs at once)")
+
+
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("lock-wait", "PostgresBlockedQueries", _lock_wait,
              "one session holds a row lock on organizations, another waits for it"),
@@ -149,6 +165,9 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("cache-cold", "CpaCacheHitRateLow", _cache_cold,
              "an invalidation storm: every organization's cache invalidated 3 times, 2 s apart",
              max_fault=60.0, max_resolve=300.0),
+    Scenario("archive-stalled", "CpaArchivalStale", _archive_stalled,
+             "stops the CPA archiver, whose last success then ages past 1.5 schedule periods",
+             max_fault=120.0),
 )}
 SCHEDULE = tuple(SCENARIOS)  # --schedule runs them in this order
 
