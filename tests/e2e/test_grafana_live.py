@@ -50,6 +50,8 @@ NO_DATA_HERE: dict[tuple[str, str, str], str] = {
         "pg_stat_replication_lag_seconds needs a connected streaming replica",
     ("pgwatch-cpa-postgres", "Replication slots: retained WAL", "B"):
         "pg_stat_replication_lag_bytes needs a connected streaming replica (the slot of query A is constructed)",
+    ("pgwatch-cpa-overview", "Days the oldest due row is past its policy", "A"):
+        "cpa_archive_backlog_* come from shipped/queries/cpa_archive.yaml, which this daemon config does not load",
 }
 CACHE_METRICS = re.compile(r"\b(cpa_cache_\w+|cpa_redis_pool_\w+)")
 
@@ -100,8 +102,20 @@ def prepare_redis(url: str) -> None:
             client.get(f"user:{i}")  # 20 hits, 10 misses
         # A slow script: a slow log entry and a latency-monitor event.
         client.eval("local i = 0 while i < 3000000 do i = i + 1 end return i", 0)
+        publish_archive_stats(client)
     finally:
         client.close()
+
+
+def publish_archive_stats(client: Any) -> None:
+    """What the CPA archiver publishes after a run (its own integration tests run the real one)."""
+    from pgwatch_cpa.cpa.archive import stats
+
+    now = time.time()
+    policies = {p: {**stats.empty_policy(), "last_run_at": now, "last_success_at": now - 600, "rows_archived": 10,
+                    "bytes_archived": 2048, "batches": 1, "failures": 1} for p in ("audit_logs", "tasks")}
+    client.set(stats.KEY, stats.dump_snapshot(stats.build_snapshot(
+        published_at=now, schedule_period_seconds=86400.0, policies=policies)))
 
 
 class Workload(threading.Thread):
@@ -314,8 +328,12 @@ def has_finite_value(reply: dict[str, Any]) -> bool:
 
 
 def collector_sources() -> str:
+    """The collectors' code, and the metric names of the shipped custom queries (<key>_<column>)."""
     root = REPO / "pgwatch_cpa"
-    return "\n".join(p.read_text() for p in root.rglob("*.py"))
+    names = [f"{key}_{column}" for path in (root / "shipped" / "queries").glob("*.yaml")
+             for key, query in yaml.safe_load(path.read_text()).items()
+             for metric in query["metrics"] for column, spec in metric.items() if spec["usage"] != "LABEL"]
+    return "\n".join([*(p.read_text() for p in root.rglob("*.py")), *names])
 
 
 def metric_names(expr: str) -> set[str]:

@@ -403,8 +403,8 @@ SHIPPED_NOT_FIRED_BY_SYNTHETIC_SERIES = {
     "PgwatchConnectionErrors": "a connection error/attempt rate ratio over 0.1% while pg_up or redis_up of the same "
                                "target is exactly 1, for 10m: never at the same time",
     "PostgresDatabaseGrowth": "a database over 1 GiB whose 6h trend adds 20% a day, for 30m: not produced",
-    "CpaArchivalBacklog": "an oldest-due age above the policy's archive_after plus two days (172800 s) for 1h: the "
-                          "walk never holds the age that high against a low archive_after for five levels in a row",
+    "CpaArchivalBacklog": "an oldest-due age more than 1.5 days (129600 s) above the policy's archive_after for 1h: "
+                          "the walk never holds the age that high against a low archive_after for five levels",
 }
 
 
