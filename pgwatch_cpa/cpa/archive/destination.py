@@ -66,9 +66,6 @@ class Destination:
     def read(self, path: str) -> bytes:
         return bytes(self.fs.cat_file(path))
 
-    def exists(self, path: str) -> bool:
-        return bool(self.fs.exists(path))
-
     def remove(self, *paths: str) -> None:
         """Remove each path and its ``.tmp`` sibling; a missing one is fine (a retried removal)."""
         for path in paths:
