@@ -268,3 +268,14 @@ async def test_backlog_query_is_zero_when_nothing_is_due(dsn, tmp_path):
     query = yaml.safe_load(QUERIES_FILE.read_text())["cpa_archive_backlog"]["query"]
     with conn_utc(dsn) as conn:
         assert [r[:3] for r in conn.execute(query)] == [(p, 0.0, 0) for p in sorted(PLANTED_DUE)]
+
+
+async def test_an_unwritable_destination_fails_every_organization_and_changes_nothing(dsn, tmp_path):
+    plant(dsn)
+    (tmp_path / "audit_logs").write_text("a file where the policy's directory goes")
+    report = await archive(dsn, tmp_path.as_uri(), policies=["audit_logs"])
+    assert report.failed and report.results[0].failed_orgs == 2 and report.results[0].rows == 0
+    assert due_ids(dsn)["audit_logs"] == PLANTED_DUE["audit_logs"]
+    with conn_utc(dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM archive_batches").fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM archive_failures").fetchone()[0] == 2

@@ -229,11 +229,17 @@ async def _export_batch(run: _Run, policy: Policy, org_id: str, rows: dict[str, 
     export = ex.encode(list(rows.values()))
     manifest = ex.build_manifest(batch_id=batch_id, policy=policy.name, table=policy.table, organization_id=org_id,
                                  export=export, created_at=datetime.now(UTC))
-    await asyncio.to_thread(run.dest.write, export_path, export.data)
-    ex.decode(await asyncio.to_thread(run.dest.read, export_path), manifest)  # read back: count and checksum
-    run.hook("export_written")
-    await asyncio.to_thread(run.dest.write, manifest_path, ex.dump_manifest(manifest),
-                            lambda: run.hook("manifest_writing"))
+    try:
+        await asyncio.to_thread(run.dest.write, export_path, export.data)
+        ex.decode(await asyncio.to_thread(run.dest.read, export_path), manifest)  # read back: count and checksum
+        run.hook("export_written")
+        await asyncio.to_thread(run.dest.write, manifest_path, ex.dump_manifest(manifest),
+                                lambda: run.hook("manifest_writing"))
+    except Exception:
+        # Nothing applied: remove what was written (if the destination lets us; else the next run's recovery does).
+        with contextlib.suppress(Exception):
+            await _discard(run, batch_id, run.dest, export_path, manifest_path)
+        raise
     return await _apply_or_discard(run, policy, batch_id, rows, export, (run.dest, export_path, manifest_path),
                                    result)
 

@@ -70,7 +70,7 @@ class Destination:
         """Remove each path and its ``.tmp`` sibling; a missing one is fine (a retried removal)."""
         for path in paths:
             for candidate in (path, path + TMP_SUFFIX):
-                with contextlib.suppress(FileNotFoundError):
+                with contextlib.suppress(FileNotFoundError, NotADirectoryError):  # not there
                     self.fs.rm_file(candidate)
 
 
