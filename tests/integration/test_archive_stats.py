@@ -106,3 +106,36 @@ def test_cli_refuses_bad_input_with_a_clear_message(dsn, tmp_path):
     assert bad_cron.returncode == 1 and "not a cron expression" in bad_cron.stderr
     bad_scheme = cli("--dsn", dsn, "--to", "nosuchscheme://x")
     assert bad_scheme.returncode == 1 and "archive destination" in bad_scheme.stderr
+
+
+def test_the_built_in_schedule_runs_until_sigterm(dsn, redis_server, tmp_path):
+    import signal
+    import time
+
+    plant(dsn)
+    client = redis.Redis.from_url(redis_server.url)
+    client.delete(stats.KEY)
+    proc = subprocess.Popen([sys.executable, "-m", "pgwatch_cpa", "archive", "--dsn", dsn, "--to", tmp_path.as_uri(),
+                             "--redis", redis_server.url, "--schedule", "* * * * * */2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        runs: list[float] = []
+        while time.monotonic() < deadline and len(set(runs)) < 2:  # two scheduled runs published
+            data = client.get(stats.KEY)
+            audit_logs = stats.parse_snapshot(data)["policies"].get("audit_logs") if data else None
+            if audit_logs:  # the last policy of a run
+                runs.append(audit_logs["last_run_at"])
+            time.sleep(0.2)
+        snapshot = stats.parse_snapshot(client.get(stats.KEY))
+        assert len(set(runs)) >= 2, runs
+        assert snapshot["schedule_period_seconds"] == 2.0
+        assert snapshot["policies"]["audit_logs"]["rows_archived"] == 10  # the first run archived, the next none
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, out
+    assert out.count("audit_logs") >= 2  # one table per run

@@ -43,17 +43,16 @@ def run_command(opts: ArchiveOptions) -> int:
         if opts.dry_run:
             raise ValueError("archive: --dry-run runs once; it cannot be combined with --schedule")
         period = schedule_period(opts.schedule)
-        asyncio.run(_scheduled(opts, period))
+        asyncio.run(_scheduled(opts, opts.schedule, opts.to, period))
         return 0
-    return asyncio.run(run_once(opts, DAILY_SECONDS))
+    return asyncio.run(run_once(opts, opts.to, DAILY_SECONDS))
 
 
-async def run_once(opts: ArchiveOptions, period: float) -> int:
-    """One run: archive, then purge (or list, dry run) the exports past retention; print both."""
-    assert opts.to is not None
+async def run_once(opts: ArchiveOptions, to: str, period: float) -> int:
+    """One run: archive to ``to``, then purge (or list, dry run) the exports past retention; print both."""
     policies = list(opts.policies) or None
     async with _progress(opts, period) as progress:
-        report = await archive(opts.dsn, opts.to, policies=policies, org=opts.org, dry_run=opts.dry_run,
+        report = await archive(opts.dsn, to, policies=policies, org=opts.org, dry_run=opts.dry_run,
                                batch_size=opts.batch_size, progress=progress)
     print(report.table(), flush=True)
     expired = await purge_expired(opts.dsn, dry_run=opts.dry_run, policies=policies)
@@ -73,10 +72,9 @@ async def _progress(opts: ArchiveOptions, period: float) -> AsyncIterator[Progre
         yield progress
 
 
-async def _scheduled(opts: ArchiveOptions, period: float) -> None:
-    assert opts.schedule is not None
+async def _scheduled(opts: ArchiveOptions, schedule: str, to: str, period: float) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await run_on_schedule(opts.schedule, lambda: run_once(opts, period), stop)
+    await run_on_schedule(schedule, lambda: run_once(opts, to, period), stop)
