@@ -606,6 +606,30 @@ def application_trends(b: Board) -> None:
            "{{app_instance}} s waited / s"),
          q(f"sum by (target, app_instance) ({rate('cpa_pg_pool_timeouts_total')})", "{{app_instance}} timeouts/s"),
          alert="CpaPgPoolTimeouts", w=12)
+    archiving(b)
+    return b.json(dashboard_links("overview"))
+
+
+def archiving(b: Board) -> None:
+    """The CPA archiver, one series per policy: its published progress and the database's backlog."""
+    b.row("Detail: archiving per policy")
+    b.ts("Schedule periods since the last successful run", "Time since the policy's last run in which every "
+         "organization succeeded, in schedule periods (a day for the daily run).", "short",
+         q(f"(time() - max by (target, policy) (cpa_archive_last_success_timestamp_seconds{{{SEL}}})) / max by "
+           f"(target, policy) (cpa_archive_schedule_period_seconds{{{SEL}}})", "{{policy}}"),
+         thresholds=alert_line("CpaArchivalStale"), alert="CpaArchivalStale", w=6)
+    b.ts("Rows archived / day", "Rows archived per policy (exported and applied, or marked), as a daily rate.",
+         "short", q(f"sum by (target, policy) ({rate('cpa_archive_rows_archived_total')}) * 86400", "{{policy}}"),
+         w=6)
+    b.ts("Organizations failed / day", "Organizations whose run of the policy failed, as a daily rate (the ids are "
+         "in the archive_failures table).", "short",
+         q(f"sum by (target, policy) ({rate('cpa_archive_failures_total')}) * 86400", "{{policy}}"),
+         thresholds=steps((GREEN, None), (RED, 0.001)), w=6)
+    b.ts("Days the oldest due row is past its policy", "Age of the oldest row due for archiving minus the "
+         "policy's archive_after, in days (shipped/queries/cpa_archive.yaml); a daily archiver keeps it under 1.",
+         "short", q(f"max by (target, policy) ((cpa_archive_backlog_oldest_due_age_seconds{{{SEL}}} - "
+                    f"cpa_archive_backlog_archive_after_seconds{{{SEL}}}) / 86400)", "{{policy}}"),
+         thresholds=alert_line("CpaArchivalBacklog"), alert="CpaArchivalBacklog", w=6)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -147,6 +147,21 @@ def _cmd_workload(args: argparse.Namespace) -> int:
     return EXIT_FAILURE if report.failed else EXIT_OK
 
 
+def _cmd_archive(args: argparse.Namespace) -> int:
+    from pgwatch_cpa.cpa.archive.archiver import ArchiveError
+    from pgwatch_cpa.cpa.archive.command import ArchiveOptions, run_command
+    from pgwatch_cpa.cpa.archive.destination import DestinationError
+
+    _setup_logging(args, None)
+    opts = ArchiveOptions(dsn=args.dsn, to=args.to, policies=tuple(args.policy or ()), org=args.org,
+                          dry_run=args.dry_run, batch_size=args.batch_size, redis=args.redis,
+                          schedule=args.schedule, restore=args.restore)
+    try:
+        return run_command(opts)
+    except (ValueError, ArchiveError, DestinationError) as exc:  # ExportError is a ValueError
+        raise PgwatchError(str(exc)) from None
+
+
 def _loading(source: str, load: Callable[[], T]) -> T:
     """Run a config or rule loader. Bad input is its ConfigError or RuleError (exit 2, every problem listed);
     anything else is a bug in the loader: one line naming it (secrets masked), exit 1, never a traceback."""
@@ -248,6 +263,23 @@ def build_parser() -> argparse.ArgumentParser:
     workload.add_argument("--seed", type=int, default=1)
     workload.set_defaults(func=_cmd_workload)
 
+    archive = add("archive", help="archive and purge CPA data as the guide's policies say (documents, tasks, "
+                  "invoices, audit_logs); exit 1 when an organization failed")
+    archive.add_argument("--dsn", required=True, help="DSN of the CPA database (schema owner)")
+    archive.add_argument("--to", metavar="URL", help="where exports go: file:///DIR or s3://BUCKET/PREFIX (s3 needs "
+                         "the s3 extra; credentials and AWS_ENDPOINT_URL from the environment)")
+    archive.add_argument("--policy", action="append", metavar="NAME",
+                         help="archive this policy only (repeatable; default: every one)")
+    archive.add_argument("--org", metavar="ID", help="archive this organization only")
+    archive.add_argument("--dry-run", action="store_true",
+                         help="count the due rows and list the exports past retention; change nothing")
+    archive.add_argument("--batch-size", type=int, default=1000, metavar="N", help="rows per batch (default 1000)")
+    archive.add_argument("--redis", metavar="URL", help="publish progress to this Redis (the daemon exports it)")
+    archive.add_argument("--schedule", metavar="CRON", help="run at every fire time of this cron expression (UTC; "
+                         "the guide's daily run is '0 2 * * *') until SIGTERM")
+    archive.add_argument("--restore", metavar="MANIFEST_URL", help="bring the batch of this manifest back instead")
+    archive.set_defaults(func=_cmd_archive)
+
     demo = add("demo", help="the whole product on throwaway PostgreSQL and Redis servers, with fault scenarios")
     demo.add_argument("--listen", default="127.0.0.1:9188", help="HOST:PORT for /metrics (default 127.0.0.1:9188)")
     demo.add_argument("--duration", type=float, default=None, help="stop after this many seconds (default: Ctrl-C)")
@@ -258,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     runs = demo.add_mutually_exclusive_group()
     runs.add_argument("--scenario", action="append", metavar="NAME",
                       help="run a fault scenario (repeatable): lock-wait, connection-spike, slow-query, long-query, "
-                           "idle-in-transaction, redis-down, cache-cold")
+                           "idle-in-transaction, redis-down, cache-cold, archive-stalled")
     runs.add_argument("--schedule", action="store_true", help="run every scenario, one after another")
     demo.add_argument("--alert-for", type=float, default=10.0, metavar="SECONDS",
                       help="shorten every rule's `for` to at most this (default 10)")

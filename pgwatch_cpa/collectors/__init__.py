@@ -17,6 +17,7 @@ from pgwatch_cpa.collectors.postgres import (
     TableSizeCollector,
     WalCollector,
 )
+from pgwatch_cpa.collectors.redis.cpa_archive_stats import CpaArchiveStatsCollector
 from pgwatch_cpa.collectors.redis.cpa_cache_stats import CpaCacheStatsCollector
 from pgwatch_cpa.collectors.redis.redis_info import RedisInfoCollector
 from pgwatch_cpa.collectors.redis.redis_key_families import RedisKeyFamiliesCollector
@@ -34,4 +35,5 @@ REDIS_COLLECTORS: tuple[type[Collector], ...] = (
     RedisLatencyCollector,
     RedisKeyFamiliesCollector,
     CpaCacheStatsCollector,
+    CpaArchiveStatsCollector,
 )

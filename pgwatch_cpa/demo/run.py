@@ -35,6 +35,7 @@ from pgwatch_cpa.cpa.schema.migrate import migrate
 from pgwatch_cpa.cpa.seed import seed
 from pgwatch_cpa.cpa.workload import run_workload
 from pgwatch_cpa.daemon.lifecycle import Daemon
+from pgwatch_cpa.demo.archiving import DemoArchiver
 from pgwatch_cpa.demo.scenarios import SCENARIOS, SCHEDULE, DemoContext, ScenarioResult, run_scenario
 from pgwatch_cpa.demo.sink import WebhookSink
 from pgwatch_cpa.demo.status import Sample, firing_alerts, read_sample, status_line
@@ -139,7 +140,8 @@ def daemon_settings(listen: str, monitor_dsn: str, redis_url: str, rules: Path, 
         "interval": INTERVAL,
         "postgres": [{"name": DEMO_DB, "dsn": monitor_dsn, **THRESHOLDS}],
         "redis": [{"name": "cache", "url": redis_url}],
-        "custom_queries": ["builtin:cpa_business.yaml"],  # the guide's OCR, report and QuickBooks targets
+        # the guide's OCR, report and QuickBooks targets; the rows due for archiving per policy
+        "custom_queries": ["builtin:cpa_business.yaml", "builtin:cpa_archive.yaml"],
         "alerting": {
             "rules": [str(rules)],
             "external_url": f"http://{listen}",
@@ -232,7 +234,8 @@ async def run_demo(opts: DemoOptions) -> int:
             sink = await WebhookSink(printer=say).start()
             try:
                 settings = daemon_settings(opts.listen, monitor_dsn, rd.url, rules, sink.url)
-                ctx = DemoContext(rd, owner_dsn, sink, say, pids)
+                ctx = DemoContext(rd, owner_dsn, sink, say, pids,
+                                  archiver=DemoArchiver(owner_dsn, rd.url, workdir / "archive", say))
                 print(banner(opts, pg, rd, monitor_dsn, owner_dsn, sink, changed, rules_source), flush=True)
                 await _serve(opts, settings, ctx, stop, t0)
             finally:
@@ -264,6 +267,8 @@ async def _serve(opts: DemoOptions, settings: Any, ctx: DemoContext, stop: async
         write_ratio=WRITE_RATIO, app_instance=APP_INSTANCE, cache_options={"stats_interval": 2.0},
         background_jobs=True),
         name="demo:workload")
+    if ctx.archiver is not None:
+        ctx.archiver.start()
     daemon_stop = asyncio.Event()
     daemon = asyncio.create_task(Daemon(settings).serve(daemon_stop), name="demo:daemon")
     scenarios = asyncio.create_task(_scenarios(opts, ctx, stop, t0), name="demo:scenarios")
@@ -280,6 +285,8 @@ async def _serve(opts: DemoOptions, settings: Any, ctx: DemoContext, stop: async
         scenarios.cancel()
         with contextlib.suppress(BaseException):
             await asyncio.wait_for(scenarios, 25)
+        if ctx.archiver is not None:
+            await ctx.archiver.stop()
         workload_stop.set()
         try:
             report = await asyncio.wait_for(workload, 20)

@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 
 from pgwatch_cpa.cpa.cache import CacheService
 from pgwatch_cpa.demo import app_faults, faults
+from pgwatch_cpa.demo.archiving import DemoArchiver
 from pgwatch_cpa.demo.sink import WebhookSink
 from pgwatch_cpa.sandbox import RedisSandbox
 
@@ -34,6 +35,7 @@ class DemoContext:
     sink: WebhookSink
     say: Callable[[str], None]
     pids: list[int] = field(default_factory=list)  # every server pid the demo started (printed as they start)
+    archiver: DemoArchiver | None = None  # the CPA archiver on its demo schedule (archive-stalled stops it)
 
 
 FaultBody = Callable[[DemoContext, asyncio.Event, asyncio.Event], Coroutine[Any, Any, None]]
@@ -147,6 +149,20 @@ async def _slow_api_fixed(ctx: DemoContext) -> None:
                                     resolved=lambda: not ctx.sink.firing("CpaApiLatencyHigh"))
 
 
+async def _archive_stalled(ctx: DemoContext, stop: asyncio.Event, ready: asyncio.Event) -> None:
+    archiver = ctx.archiver
+    if archiver is None or not archiver.running:
+        raise RuntimeError("the demo's archiver is not running")
+    await archiver.stop()
+    ctx.say(f"  archiver stopped (schedule period {archiver.period:g}s; no success from now on)")
+    ready.set()
+    try:
+        await stop.wait()
+    finally:
+        archiver.start()
+        ctx.say("  archiver started again (runs at once)")
+
+
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("lock-wait", "PostgresBlockedQueries", _lock_wait,
              "one session holds a row lock on organizations, another waits for it"),
@@ -172,6 +188,9 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              "a session locks the engagements table again and again; 1 request in 10 of application instance "
              "demo-api waits behind it, then the lock is gone", after=_slow_api_fixed, max_resolve=60.0,
              also=("CpaQueryLatencyHigh", "PostgresBlockedQueries")),
+    Scenario("archive-stalled", "CpaArchivalStale", _archive_stalled,
+             "stops the CPA archiver, whose last success then ages past 1.5 schedule periods",
+             max_fault=120.0),
 )}
 SCHEDULE = tuple(SCENARIOS)  # --schedule runs them in this order
 

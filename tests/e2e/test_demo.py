@@ -27,12 +27,13 @@ from tests.conftest import PG_BUILDS, REDIS_SERVERS, require
 
 pytestmark = pytest.mark.e2e
 
-# Scenario -> alert. redis-down runs last in the first demo; cache-cold runs alone in the second (its 10-minute
-# windows would otherwise carry the misses of the Redis outage's fail-open requests).
+# Scenario -> alert. redis-down runs last in the first demo; cache-cold runs in the second (its 10-minute windows
+# would otherwise carry the misses of the Redis outage's fail-open requests), after archive-stalled, which touches
+# neither the cache nor PostgreSQL's statistics.
 PG_SCENARIOS = {"lock-wait": "PostgresBlockedQueries", "connection-spike": "PostgresConnectionsHigh",
                 "slow-query": "PostgresSlowQueries", "long-query": "PostgresLongRunningQueries",
                 "idle-in-transaction": "PostgresIdleInTransaction", "redis-down": "RedisDown"}
-CACHE_SCENARIOS = {"cache-cold": "CpaCacheHitRateLow"}
+CACHE_SCENARIOS = {"archive-stalled": "CpaArchivalStale", "cache-cold": "CpaCacheHitRateLow"}
 # The application's scenarios run in the second demo, before cache-cold (their instances make no cache lookups).
 APP_SCENARIOS = {"pool-exhaustion": "CpaPgPoolSaturated", "slow-api": "CpaApiLatencyHigh"}
 LIMIT = 230.0  # seconds each demo may take before it is stopped regardless
@@ -182,6 +183,16 @@ def test_cache_cold_fires(demos):
     demo = demos[1]
     assert "CpaCacheHitRateLow FIRED after" in demo.output(), demo.output()[-4000:]
     assert demo.events("CpaCacheHitRateLow", "FIRING")
+
+
+def test_archive_stalled_fires_and_resolves(demos):
+    """The demo's archiver (every 15 s) is stopped: its last success ages past 1.5 periods and the shipped rule
+    fires; started again, it succeeds at once and the alert resolves."""
+    demo = demos[1]
+    line = demo.scenario_line("archive-stalled")
+    assert "CpaArchivalStale fired after" in line and "resolved" in line and "NOT" not in line, demo.output()[-4000:]
+    assert demo.events("CpaArchivalStale", "FIRING") and demo.events("CpaArchivalStale", "RESOLVED")
+    assert "rows archived to file://" in demo.output()  # the seeded data had rows old enough in every policy
 
 
 def test_metrics_are_plausible(demos):

@@ -101,8 +101,20 @@ def prepare_redis(url: str) -> None:
             client.get(f"user:{i}")  # 20 hits, 10 misses
         # A slow script: a slow log entry and a latency-monitor event.
         client.eval("local i = 0 while i < 3000000 do i = i + 1 end return i", 0)
+        publish_archive_stats(client)
     finally:
         client.close()
+
+
+def publish_archive_stats(client: Any) -> None:
+    """What the CPA archiver publishes after a run (its own integration tests run the real one)."""
+    from pgwatch_cpa.cpa.archive import stats
+
+    now = time.time()
+    policies = {p: {**stats.empty_policy(), "last_run_at": now, "last_success_at": now - 600, "rows_archived": 10,
+                    "bytes_archived": 2048, "batches": 1, "failures": 1} for p in ("audit_logs", "tasks")}
+    client.set(stats.KEY, stats.dump_snapshot(stats.build_snapshot(
+        published_at=now, schedule_period_seconds=86400.0, policies=policies)))
 
 
 class Workload(threading.Thread):
@@ -347,8 +359,12 @@ def has_finite_value(reply: dict[str, Any]) -> bool:
 
 
 def collector_sources() -> str:
+    """The collectors' code, and the metric names of the shipped custom queries (<key>_<column>)."""
     root = REPO / "pgwatch_cpa"
-    return "\n".join(p.read_text() for p in root.rglob("*.py"))
+    names = [f"{key}_{column}" for path in (root / "shipped" / "queries").glob("*.yaml")
+             for key, query in yaml.safe_load(path.read_text()).items()
+             for metric in query["metrics"] for column, spec in metric.items() if spec["usage"] != "LABEL"]
+    return "\n".join([*(p.read_text() for p in root.rglob("*.py")), *names])
 
 
 def metric_names(expr: str) -> set[str]:
@@ -369,8 +385,9 @@ def test_every_panel_and_variable_query_returns_data(pg_server, redis_server, da
     cpa_dsn = prepare_cpa_database(pg_server)
     daemon = daemon_factory({
         "interval": f"{SCRAPE_INTERVAL}s",
-        # On pg-e2e (no CPA schema) the business queries are disabled after one warning each; cpa-e2e has data.
-        "custom_queries": ["builtin:cpa_business.yaml"],
+        # On pg-e2e (no CPA schema) the business and archive queries are disabled after one warning each;
+        # cpa-e2e has data.
+        "custom_queries": ["builtin:cpa_business.yaml", "builtin:cpa_archive.yaml"],
         "postgres": [{"name": "cpa-e2e", "dsn": cpa_dsn}, {
             "name": "pg-e2e", "dsn": pg_server.dsn(user=MONITOR_ROLE, password=MONITOR_PASSWORD),
             "query_text": True, "slow_query_threshold": "50ms", "long_query_threshold": "1s",
@@ -405,8 +422,8 @@ def test_every_panel_and_variable_query_returns_data(pg_server, redis_server, da
         workload.join(15)
         prom.stop()
 
-    for key in ("ocr", "reports", "quickbooks"):
-        disabled = f"target pg-e2e: collector custom:cpa_business_{key} disabled"
+    for key in ("cpa_business_ocr", "cpa_business_reports", "cpa_business_quickbooks", "cpa_archive_backlog"):
+        disabled = f"target pg-e2e: collector custom:{key} disabled"
         assert daemon.log().count(disabled) == 1, daemon.log()[-3000:]
     assert not problems, "panel/variable queries without data:\n" + "\n".join(problems) + f"\n{prom.log()}"
     assert not rule_problems, "rules not healthy in Prometheus:\n" + "\n".join(rule_problems)

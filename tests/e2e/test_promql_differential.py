@@ -436,6 +436,8 @@ SHIPPED_NOT_FIRED_BY_SYNTHETIC_SERIES = {
     "PgwatchCollectorFailing": "pgwatch_collector_success == 0 while pgwatch_collector_enabled == 1, for 5m: "
                                "the two walks never meet",
     "PostgresDatabaseGrowth": "a database over 1 GiB whose 6h trend adds 20% a day, for 30m: not produced",
+    "CpaArchivalBacklog": "an oldest-due age more than 1.5 days (129600 s) above the policy's archive_after for 1h: "
+                          "the walk never holds the age that high against a low archive_after for five levels",
 }
 
 

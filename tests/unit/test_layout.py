@@ -1,7 +1,8 @@
 """The house's rules, checked on the source: which room may import which.
 
 cli -> demo -> daemon -> report / collectors / alerts -> shared vocabulary; the application (cpa/) imports nothing
-above it, and everything outside cpa/ and demo/ reaches it only through its wire-format module.
+above it, and everything outside cpa/ and demo/ reaches it only through its wire-format modules (cache and archive
+statistics).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "pgwatch_cpa"
 SHARED = {"config", "errors", "secrets", "logs", "durations"}
-WIRE_FORMAT = "pgwatch_cpa.cpa.cache.stats"  # how the application publishes its stats to the daemon
+# How the application publishes its statistics to the daemon: the cache's and the archiver's.
+WIRE_FORMATS = {"pgwatch_cpa.cpa.cache.stats", "pgwatch_cpa.cpa.archive.stats"}
 
 # room -> rooms it must never import
 FORBIDDEN = {
@@ -54,8 +56,8 @@ def violations(modules: dict[str, set[str]]) -> list[str]:
         for name in sorted(imported):
             if room(name) in FORBIDDEN.get(own, set()):
                 found.append(f"{module} imports {name}")
-            elif room(name) == "cpa" and own not in {"cpa", "demo", "cli"} and name != WIRE_FORMAT:
-                found.append(f"{module} reaches the application through {name}, not {WIRE_FORMAT}")
+            elif room(name) == "cpa" and own not in {"cpa", "demo", "cli"} and name not in WIRE_FORMATS:
+                found.append(f"{module} reaches the application through {name}, not {sorted(WIRE_FORMATS)}")
     return found
 
 
@@ -74,6 +76,9 @@ def test_imports_flow_one_way() -> None:
     ("pgwatch_cpa.daemon.lifecycle", "pgwatch_cpa.demo.run"),
     ("pgwatch_cpa.report.build", "pgwatch_cpa.daemon.poller"),
     ("pgwatch_cpa.report.redis", "pgwatch_cpa.cpa.cache.service"),
+    ("pgwatch_cpa.collectors.redis.cpa_archive_stats", "pgwatch_cpa.cpa.archive.archiver"),
+    ("pgwatch_cpa.collectors.redis.cpa_archive_stats", "pgwatch_cpa.cpa.archive"),
+    ("pgwatch_cpa.cpa.archive.archiver", "pgwatch_cpa.collectors.base"),
 ])
 def test_a_wrong_way_import_is_reported(module: str, imported: str) -> None:
     assert violations({module: {imported}}), f"{module} -> {imported} should be refused"
