@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import re
 import subprocess
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -213,8 +214,9 @@ def with_value_annotation(rule_text: str) -> str:
 
 
 def synthesize_series(rules: RuleSet, steps: int, interval: float) -> list[dict]:
-    """Series for every selector of the rules, oscillating across each threshold literal of the file."""
-    levels = _levels(rules)
+    """Series for every selector of the rules, oscillating across each threshold literal of the rules the metric
+    appears in (so a rule added elsewhere in the file does not change this metric's walk)."""
+    levels_of = _levels_by_metric(rules)
     out: dict[str, dict] = {}
     selectors = [s for r in rules.rules() for s in r.expr.selectors]
     counters = {s.name for r in rules.rules() for s in _range_counter_selectors(r.expr.text)}
@@ -232,7 +234,8 @@ def synthesize_series(rules: RuleSet, steps: int, interval: float) -> list[dict]
             text = _series_text(sel.name, labels)
             kind = ("counter" if sel.name in counters or sel.name.endswith("_total")
                     else "up" if sel.name.endswith("_up") else "gauge")
-            seed = (sum(map(ord, text)) + n * 7) % len(levels)
+            levels = levels_of[sel.name]
+            seed = sum(map(ord, text)) + n * 7  # the phase of the walk
             out[text] = {"series": text, "values": _values(kind, levels, seed, steps, interval)}
     return list(out.values())
 
@@ -283,15 +286,24 @@ def _grouping_labels(rules: RuleSet) -> set[str]:
     return names - {"__name__", "job", "le"}
 
 
-def _levels(rules: RuleSet) -> list[float]:
-    found = {0.0, 1.0}
+BASE_LEVELS = (0.0, 0.5, 1.0, 2.0, 5.0)
+
+
+def _levels_by_metric(rules: RuleSet) -> dict[str, list[float]]:
+    """Metric name -> the levels its series walk: a few small ones (two series compared with each other, no literal
+    between them, still cross) and around every threshold literal of the rules using it."""
+    found: dict[str, set[float]] = defaultdict(lambda: set(BASE_LEVELS))
     for rule in rules.rules():
         # histogram_quantile's first argument is a quantile, not a threshold
         text = re.sub(r"histogram_quantile\(\s*[\d.]+", "histogram_quantile(", rule.expr.text)
+        levels = set()
         for num in re.findall(r"(?<![\w.\[])(\d+(?:\.\d+)?(?:e[-+]?\d+)?)(?![\w\]])", text):
             v = float(num)
-            found.update({v * 0.5, v * 0.97, v * 1.03, v * 2})
-    return sorted(found)
+            levels.update({v * 0.5, v * 0.97, v * 1.03, v * 2})
+        for sel in rule.expr.selectors:
+            if sel.name is not None:
+                found[sel.name].update(levels)
+    return defaultdict(lambda: list(BASE_LEVELS), {name: sorted(values) for name, values in found.items()})
 
 
 def _range_counter_selectors(text: str) -> list[VectorSel]:
@@ -320,15 +332,21 @@ def _labels_for(sel: VectorSel) -> dict[str, str]:
 UP_DOWN_EVERY = 5  # an up series is 0 during one hold period in this many
 
 
+def _triangle(position: int, n: int) -> int:
+    """Up through the sorted levels and down again (0, 1, .., n-1, .., 1, 0, ..): the levels above a threshold come
+    as one run of consecutive hold periods, long enough for a rule's ``for``."""
+    if n == 1:
+        return 0
+    k = position % (2 * (n - 1))
+    return k if k < n else 2 * (n - 1) - k
+
+
 def _values(kind: str, levels: list[float], seed: int, steps: int, interval: float) -> str:
     hold = 12
     values = []
-    level_index = seed
     total = 0.0
     for i in range(steps + 1):
-        if i and i % hold == 0:
-            level_index = (level_index * 5 + 3) % len(levels)
-        level = levels[level_index]
+        level = levels[_triangle(i // hold + seed, len(levels))]
         if kind == "up":  # 1 (reachable) most of the time, 0 one hold period in UP_DOWN_EVERY, as a real x_up
             values.append("0" if (i // hold + seed) % UP_DOWN_EVERY == UP_DOWN_EVERY - 1 else "1")
         elif kind == "gauge":
