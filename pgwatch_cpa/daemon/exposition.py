@@ -2,6 +2,8 @@
 
 Rendering tens of thousands of series costs tens of milliseconds in Python, so it happens when a snapshot
 changes (in a worker thread), not on every scrape; scrapes serve the cached bytes plus a few live self-metrics.
+A scrape that arrives while a render is under way gets the previous render at once instead of waiting for it
+(Prometheus's default format, OpenMetrics, is kept rendered too once it has been asked for).
 Each (target, collector) result is rendered family by family when it is new and kept; a render joins the kept
 lines under one HELP/TYPE header per family name. So a cycle costs the rendering of the collectors that ran,
 not of every series of every target (a fleet's cost would otherwise grow with the square of its size).
@@ -123,15 +125,18 @@ class Exposition:
         self._parts: dict[bool, dict[SnapshotKey, tuple[tuple[Metric, ...], tuple[RenderedFamily, ...]]]] = {
             False: {}, True: {}}
         self._lock = asyncio.Lock()
+        self._formats = {False}  # the formats refresh_forever keeps rendered: text, and OpenMetrics once asked for
         self._logged_unrenderable: set[str] = set()
 
     async def refresh_forever(self) -> None:
-        """Re-render the text format whenever the store changes (debounced), so scrapes find it ready."""
+        """Re-render every format scraped so far (the text format from the start) whenever the store changes
+        (debounced), so scrapes find it ready."""
         seen = 0
         while True:
             seen = await self.store.wait_changed(seen)
             await asyncio.sleep(0.05)  # let the rest of a poll cycle land first
-            await self._rendered(openmetrics_format=False)
+            for openmetrics_format in sorted(self._formats):
+                await self._rendered(openmetrics_format)
 
     async def _rendered(self, openmetrics_format: bool) -> bytes:
         cached = self._cache.get(openmetrics_format)
@@ -187,7 +192,12 @@ class Exposition:
         """The /metrics body and content type for a request's Accept header."""
         use_openmetrics = _wants_openmetrics(accept)
         self.scrapes.inc()
-        body = await self._rendered(use_openmetrics)
+        self._formats.add(use_openmetrics)
+        cached = self._cache.get(use_openmetrics)
+        if cached is not None and self._lock.locked():
+            body = cached[1]  # a render is under way: the previous one now, not that one in some milliseconds
+        else:
+            body = await self._rendered(use_openmetrics)
         if use_openmetrics:
             return body + openmetrics.generate_latest(self.live_registry), OPENMETRICS
         return body + generate_latest(self.live_registry), TEXT

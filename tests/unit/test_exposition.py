@@ -163,3 +163,35 @@ async def test_incremental_render_equals_a_whole_render_and_redoes_only_what_cha
     assert _whole_render(store, False).items() <= parsed.items()
     assert one(parsed, "statements_calls_total", target="db2") == 9.0
     assert not [k for k in parsed if dict(k[1]).get("target") == "db3" and dict(k[1]).get("collector") == "activity"]
+
+
+async def test_a_scrape_during_a_render_gets_the_previous_render_at_once():
+    store = SnapshotStore()
+    fill(store, connections=7.0)
+    exposition = Exposition(store)
+    await exposition.render(None)
+    fill(store, connections=9.0)
+    async with exposition._lock:  # a render is under way (refresh_forever's, or another scrape's)
+        body, _ = await asyncio.wait_for(exposition.render(None), 1.0)
+    assert one(samples(body.decode()), "pg_connections", state="active") == 7.0
+    body, _ = await exposition.render(None)
+    assert one(samples(body.decode()), "pg_connections", state="active") == 9.0
+
+
+async def test_the_background_render_keeps_openmetrics_ready_once_it_was_asked_for():
+    store = SnapshotStore()
+    fill(store, connections=7.0)
+    exposition = Exposition(store)
+    await exposition.render(OPENMETRICS_ACCEPT)
+    refresher = asyncio.create_task(exposition.refresh_forever())
+    try:
+        fill(store, connections=9.0)
+        version = store.version
+        for _ in range(100):
+            if exposition._cache[True][0] == version and exposition._cache[False][0] == version:
+                break
+            await asyncio.sleep(0.02)
+        assert exposition._cache[True][0] == version, "OpenMetrics re-rendered in the background"
+        assert exposition._cache[False][0] == version, "and the text format"
+    finally:
+        refresher.cancel()
