@@ -1,0 +1,155 @@
+"""Reloading the configuration of a running daemon: SIGHUP, and targets files (postgres_files) watched."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from pgwatch_cpa.config import Settings, settings_from_mapping
+from pgwatch_cpa.daemon.fleet import Fleet
+from pgwatch_cpa.daemon.snapshot import SnapshotStore
+
+pytestmark = pytest.mark.integration
+
+
+def pg_target(pg, name: str, **extra) -> dict:
+    return {"name": name, "dsn": pg.dsn(), "connect_timeout": "2s", **extra}
+
+
+def samples(metrics: str, name: str) -> dict[str, float]:
+    """``name``'s samples by their target label."""
+    return {s.labels.get("target", ""): s.value for family in text_string_to_metric_families(metrics)
+            for s in family.samples if s.name == name}
+
+
+def rewrite(daemon, config: dict) -> None:
+    daemon.config_path.write_text(yaml.safe_dump({"listen": f"127.0.0.1:{daemon.port}", **config}))
+
+
+def reloads(daemon, result: str) -> float | None:
+    return daemon.sample("pgwatch_config_reloads_total", result=result)
+
+
+def test_bad_config_is_refused_with_its_errors_and_the_daemon_keeps_serving(pg_server, daemon_factory):
+    config = {"interval": "1s", "postgres": [pg_target(pg_server, "a"), pg_target(pg_server, "b")]}
+    daemon = daemon_factory(config)
+    daemon.wait_ready()
+    assert reloads(daemon, "failure") == 0.0 and daemon.sample("pgwatch_config_last_reload_successful") == 1.0
+
+    bad = {"interval": "0s", "postgres": [pg_target(pg_server, "a", statement_timeout="forever"),
+                                          pg_target(pg_server, "c", colour="blue")]}
+    rewrite(daemon, bad)
+    os.kill(daemon.process.pid, signal.SIGHUP)
+    daemon.wait_for(lambda: reloads(daemon, "failure") == 1.0, what="the refused reload counted")
+
+    log = daemon.log()
+    assert "SIGHUP: new configuration refused (3 problem(s)); the running configuration stays" in log
+    for problem in ("interval: ", "postgres[0].statement_timeout: ", "postgres[1].colour: unknown key"):
+        assert f"{daemon.config_path}: {problem}" in log, problem
+    assert pg_server.password not in log
+    assert daemon.process.poll() is None
+    assert daemon.sample("pgwatch_config_last_reload_successful") == 0.0
+    assert reloads(daemon, "success") == 0.0
+    # The old targets are still polled: their attempt counters keep growing.
+    before = samples(daemon.metrics(), "pgwatch_connection_attempts_total")
+    assert set(before) == {"a", "b"}
+    daemon.wait_for(lambda: all(samples(daemon.metrics(), "pgwatch_connection_attempts_total")[t] > before[t]
+                                for t in ("a", "b")), what="the old targets still polled")
+    assert daemon.get("/readyz")[0] == 200
+
+
+def test_good_config_adds_and_removes_targets_in_the_same_process_keeping_the_others_state(
+        pg_server, daemon_factory):
+    config = {"interval": "1s", "postgres": [pg_target(pg_server, "kept"), pg_target(pg_server, "gone")]}
+    daemon = daemon_factory(config)
+    daemon.wait_ready()
+    pid = daemon.process.pid
+    daemon.wait_for(lambda: samples(daemon.metrics(), "pgwatch_connection_attempts_total")["kept"] >= 4,
+                    what="a few cycles of the kept target")
+    kept_before = samples(daemon.metrics(), "pgwatch_connection_attempts_total")["kept"]
+    kept_warnings = daemon.log().count("target kept: collector")  # e.g. statements disabled: no extension
+
+    rewrite(daemon, {"interval": "1s", "postgres": [pg_target(pg_server, "kept"), pg_target(pg_server, "new")]})
+    os.kill(pid, signal.SIGHUP)
+    daemon.wait_for(lambda: reloads(daemon, "success") == 1.0, what="the reload applied")
+
+    daemon.wait_for(lambda: samples(daemon.metrics(), "pg_up").get("new") == 1.0, what="the added target up")
+    metrics = daemon.metrics()
+    assert set(samples(metrics, "pg_up")) == {"kept", "new"}  # the removed target's series are gone
+    assert 'target="gone"' not in metrics
+    attempts = samples(metrics, "pgwatch_connection_attempts_total")
+    assert attempts["kept"] >= kept_before  # not reset: the same poller runs on
+    daemon.wait_for(lambda: samples(daemon.metrics(), "pgwatch_connection_attempts_total")["kept"] > attempts["kept"],
+                    what="the kept target still polled")
+    assert daemon.log().count("target kept: collector") == kept_warnings  # its disabled collectors stay so
+    assert daemon.process.poll() is None and daemon.process.pid == pid
+    assert daemon.log().count("listening on") == 1  # never restarted
+    assert "added postgres new; removed postgres gone; restarted (settings changed) none; 1 unchanged" in daemon.log()
+    assert daemon.sample("pgwatch_shard_targets") == 2.0
+    assert daemon.sample("pgwatch_config_last_reload_successful") == 1.0
+
+
+def test_restart_only_setting_is_kept_with_a_warning(pg_server, daemon_factory):
+    config = {"interval": "1s", "postgres": [pg_target(pg_server, "a")]}
+    daemon = daemon_factory(config)
+    daemon.wait_ready()
+    daemon.config_path.write_text(yaml.safe_dump({"listen": "127.0.0.1:1", **config}))
+    os.kill(daemon.process.pid, signal.SIGHUP)
+    daemon.wait_for(lambda: reloads(daemon, "success") == 1.0, what="the reload applied")
+    assert "reload: listen changed: this needs a restart" in daemon.log()
+    assert daemon.get("/metrics")[0] == 200  # still on the address it started with
+
+
+def test_targets_file_change_applies_and_a_broken_file_is_refused(pg_server, daemon_factory, tmp_path):
+    targets_dir = tmp_path / "targets"
+    targets_dir.mkdir()
+    fleet_file = targets_dir / "fleet.json"
+    fleet_file.write_text(json.dumps([pg_target(pg_server, "f1")]))
+    config = {"interval": "1s", "target_files_check_interval": "1s", "postgres": [pg_target(pg_server, "inline")],
+              "postgres_files": [str(targets_dir / "*.json")]}
+    daemon = daemon_factory(config)
+    daemon.wait_ready()
+    assert set(samples(daemon.metrics(), "pg_up")) == {"inline", "f1"}
+
+    fleet_file.write_text(json.dumps([pg_target(pg_server, "f1"), pg_target(pg_server, "f2")]))
+    daemon.wait_for(lambda: samples(daemon.metrics(), "pg_up").get("f2") == 1.0, what="the file's new target up")
+    assert "a targets file changed" in daemon.log()
+
+    fleet_file.write_text(json.dumps([pg_target(pg_server, "f1"), {"name": "f3", "dsn": "not a dsn at all"}]))
+    daemon.wait_for(lambda: reloads(daemon, "failure") == 1.0, what="the broken file refused")
+    assert f"{fleet_file}[1].dsn: " in daemon.log()
+    assert set(samples(daemon.metrics(), "pg_up")) == {"inline", "f1", "f2"}  # the previous targets stay
+
+    fleet_file.write_text("[{name: f4, dsn: ")  # not even YAML
+    daemon.wait_for(lambda: reloads(daemon, "failure") == 2.0, what="the unparsable file refused")
+    assert f"{fleet_file}: line 2, column 1: invalid YAML" in daemon.log()
+    assert set(samples(daemon.metrics(), "pg_up")) == {"inline", "f1", "f2"}
+
+
+async def test_fleet_keeps_unchanged_pollers_and_restarts_changed_ones(pg_server):
+    def settings(**extra_b) -> Settings:
+        return settings_from_mapping({"interval": "1s", "postgres": [
+            pg_target(pg_server, "same"), pg_target(pg_server, "changed", **extra_b),
+            pg_target(pg_server, "removed")]}, {})
+
+    first = settings()
+    fleet = Fleet(first, SnapshotStore())
+    await fleet.start()
+    try:
+        same, changed = fleet.pollers[("postgres", "same")], fleet.pollers[("postgres", "changed")]
+        second = settings(statement_timeout="3s")
+        second = second.model_copy(update={"postgres": second.postgres[:2]})
+        change = await fleet.apply(second)
+        assert (change.added, change.removed, change.restarted, change.kept) == (
+            [], [("postgres", "removed")], [("postgres", "changed")], 1)
+        assert fleet.pollers[("postgres", "same")] is same
+        assert fleet.pollers[("postgres", "changed")] is not changed
+        assert list(fleet.pollers) == [("postgres", "same"), ("postgres", "changed")]
+        assert all(key[0] != "removed" for key in fleet.store.results())
+    finally:
+        await fleet.stop()
