@@ -12,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from pgwatch_cpa.config import Settings, settings_from_mapping
 from pgwatch_cpa.daemon.fleet import Fleet
+from pgwatch_cpa.daemon.sharding import settings_for_shard
 from pgwatch_cpa.daemon.snapshot import SnapshotStore
 
 pytestmark = pytest.mark.integration
@@ -153,3 +154,25 @@ async def test_fleet_keeps_unchanged_pollers_and_restarts_changed_ones(pg_server
         assert all(key[0] != "removed" for key in fleet.store.results())
     finally:
         await fleet.stop()
+
+
+def test_a_sharded_replica_applies_its_share_of_the_new_targets(pg_server, daemon_factory):
+    def config(names: list[str]) -> dict:
+        return {"interval": "1s", "postgres": [pg_target(pg_server, name) for name in names]}
+
+    def share(names: list[str]) -> set[str]:
+        mine = settings_for_shard(settings_from_mapping({**config(names), "shard": "1/2"}, {}))
+        return {t.name for t in mine.postgres}
+
+    before, after = [f"org-db-{i}" for i in range(6)], [f"org-db-{i}" for i in range(3, 12)]
+    daemon = daemon_factory(config(before), "--shard", "1/2")
+    daemon.wait_ready()
+    assert set(samples(daemon.metrics(), "pg_up")) == share(before)
+
+    rewrite(daemon, config(after))
+    os.kill(daemon.process.pid, signal.SIGHUP)
+    daemon.wait_for(lambda: reloads(daemon, "success") == 1.0, what="the reload applied")
+    daemon.wait_for(lambda: set(samples(daemon.metrics(), "pg_up")) == share(after), what="the new share polled")
+    assert share(after) != share(before)
+    assert daemon.sample("pgwatch_shard_targets") == len(share(after))
+    assert daemon.sample("pgwatch_shard_info", shard="1", shards="2") == 1.0
