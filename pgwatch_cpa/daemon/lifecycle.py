@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 from prometheus_client import Counter, Gauge
 
+from pgwatch_cpa.alerts.rules import RuleSet
 from pgwatch_cpa.config import Settings
 from pgwatch_cpa.daemon.alerting import AlertingService
 from pgwatch_cpa.daemon.exposition import Exposition
@@ -67,15 +68,20 @@ class Daemon:
     def pollers(self) -> list[TargetPoller]:
         return list(self.fleet.pollers.values())
 
-    async def apply(self, settings: Settings) -> str:
-        """Run the targets of a new, valid config (this replica's shard of them); say what changed."""
+    async def apply(self, settings: Settings, rules: RuleSet) -> str:
+        """Run the targets (this replica's shard of them) and alert rules of a new, valid config; say what
+        changed."""
         mine = settings_for_shard(settings)
         change = await self.fleet.apply(mine)
+        if self.alerting is not None:
+            self.alerting.replace_rules(rules)
+        elif settings.alerting.rules:
+            log.warning("reload: alerting.rules: the daemon started without alert rules; a restart starts them")
         self.settings = mine
         self.reporting.settings = mine  # the next report covers the new targets
         self._shard_targets.set(len(self.fleet.pollers))
         self.shard_summary = shard_summary(settings, mine)
-        return str(change)
+        return f"{change}; {sum(1 for _ in self.alerting.rules.rules()) if self.alerting else 0} alert rules"
 
     def _export_shard(self) -> None:
         shard = self.settings.shard

@@ -1,8 +1,9 @@
 """Reloading the configuration at run time: on SIGHUP, and when a targets file (postgres_files, redis_files)
 changes. The new config is read and validated whole (targets files and alert rule files included); a config
 with any problem is refused, each problem logged with its path, and the running one stays. A valid one has
-its targets applied as a difference (daemon.fleet). Settings listed in RESTART_ONLY keep their running value,
-with a WARNING that they need a restart. Metric names follow Prometheus's own reload metrics.
+its targets applied as a difference (daemon.fleet) and its alert rules replaced (the engine keeps the state of
+the rules that remain). Settings listed in RESTART_ONLY keep their running value, with a WARNING that they
+need a restart. Metric names follow Prometheus's own reload metrics.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Awaitable, Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from pgwatch_cpa.alerts.rules import RuleError
+from pgwatch_cpa.alerts.rules import RuleError, RuleSet
 from pgwatch_cpa.config import Settings
 from pgwatch_cpa.config.target_files import fingerprint
 from pgwatch_cpa.daemon.alerting import load_rule_files
@@ -24,22 +25,23 @@ from pgwatch_cpa.secrets import describe
 
 log = logging.getLogger(__name__)
 
-# Owned by what is built once at start: the HTTP site, logging, the alert engine (its rules, state and
-# receivers), the report schedule, and this replica's shard of the targets.
+# Owned by what is built once at start: the HTTP site, logging, alerting (receivers, state file, intervals: all
+# of its keys but the rule files), the report schedule, and this replica's shard of the targets.
 RESTART_ONLY = ("listen", "log_level", "log_format", "alerting", "report", "shard")
 MAX_LOGGED_PROBLEMS = 50
 
 
 class ConfigReloader:
-    def __init__(self, load: Callable[[], Settings], apply: Callable[[Settings], Awaitable[str]],
+    def __init__(self, load: Callable[[], Settings], apply: Callable[[Settings, RuleSet], Awaitable[str]],
                  running: Settings, registry: CollectorRegistry) -> None:
-        """``load`` reads and validates the config as at start; ``apply`` runs a new config's targets."""
+        """``load`` reads and validates the config as at start; ``apply`` runs a new config's targets and rules."""
         self.load = load
         self.apply = apply
         self.running = running
         self._requested = asyncio.Event()
+        self._seen = fingerprint(self._patterns())  # the targets files as (about) when ``running`` read them
         self._reloads = Counter("pgwatch_config_reloads_total", "Configuration reloads (SIGHUP or a targets file "
-                                "changed), by result: a failed one changed nothing.", ["result"], registry=registry)
+                                "changed), by result; a refused config changes nothing.", ["result"], registry=registry)
         for result in ("success", "failure"):
             self._reloads.labels(result)
         self._last_ok = Gauge("pgwatch_config_last_reload_successful",
@@ -56,18 +58,23 @@ class ConfigReloader:
 
     async def run(self) -> None:
         """Reload on request, and whenever a targets file's path, mtime or size changes."""
-        seen = fingerprint(self._patterns())
         while True:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.running.target_files_check_interval):
                     await self._requested.wait()
             if self._requested.is_set():
                 self._requested.clear()
-                seen = fingerprint(self._patterns())
-                await self.reload("SIGHUP")
-            elif (now := fingerprint(self._patterns())) != seen:
-                seen = now
-                await self.reload("a targets file changed")
+                await self._reload_watching("SIGHUP")
+            elif fingerprint(self._patterns()) != self._seen:
+                await self._reload_watching("a targets file changed")
+
+    async def _reload_watching(self, why: str) -> None:
+        """Reload, remembering the targets files as they were read (a change during the reload is seen next)."""
+        patterns = self._patterns()
+        self._seen = fingerprint(patterns)
+        await self.reload(why)
+        if self._patterns() != patterns:  # the new config names other files
+            self._seen = fingerprint(self._patterns())
 
     def _patterns(self) -> list[str]:
         return [*self.running.postgres_files, *self.running.redis_files]
@@ -75,7 +82,7 @@ class ConfigReloader:
     async def reload(self, why: str) -> bool:
         log.info("%s: reloading the configuration", why)
         try:
-            loaded = await asyncio.to_thread(self._load_checked)
+            loaded, rules = await asyncio.to_thread(self._load_checked)
         except (ConfigError, RuleError) as exc:
             source = exc.source if isinstance(exc, ConfigError) else "alert rules"
             self._refuse(why, [f"{source}: {p}" for p in exc.problems])
@@ -84,9 +91,13 @@ class ConfigReloader:
             self._refuse(why, [f"could not be loaded: {describe(exc)}"])
             return False
         settings = self._keep_restart_only(loaded)
-        if settings.alerting.rules:
-            log.info("reload: alert rule files were checked, not reloaded: a restart applies changes to them")
-        summary = await self.apply(settings)
+        try:
+            summary = await self.apply(settings, rules)
+        except Exception as exc:  # task boundary: the reloader outlives a bug in applying a valid config
+            self._reloads.labels("failure").inc()
+            self._last_ok.set(0)
+            log.error("%s: applying the new configuration failed part-way: %s", why, describe(exc))
+            return False
         self.running = settings
         self._reloads.labels("success").inc()
         self._last_ok.set(1)
@@ -94,16 +105,19 @@ class ConfigReloader:
         log.info("configuration reloaded (%s): %s", why, summary)
         return True
 
-    def _load_checked(self) -> Settings:
+    def _load_checked(self) -> tuple[Settings, RuleSet]:
         settings = self.load()
-        load_rule_files(settings.alerting.rules, settings.alerting.evaluation_interval or settings.interval)
-        return settings
+        return settings, load_rule_files(settings.alerting.rules,
+                                         settings.alerting.evaluation_interval or settings.interval)
 
     def _keep_restart_only(self, loaded: Settings) -> Settings:
-        changed = [key for key in RESTART_ONLY if getattr(loaded, key) != getattr(self.running, key)]
+        """``loaded`` with the running value of every RESTART_ONLY key (alerting: all but its rule files)."""
+        running = self.running.model_copy(update={
+            "alerting": self.running.alerting.model_copy(update={"rules": loaded.alerting.rules})})
+        changed = [key for key in RESTART_ONLY if getattr(loaded, key) != getattr(running, key)]
         for key in changed:
             log.warning("reload: %s changed: this needs a restart; the running value stays until then", key)
-        return loaded.model_copy(update={key: getattr(self.running, key) for key in changed})
+        return loaded.model_copy(update={key: getattr(running, key) for key in changed})
 
     def _refuse(self, why: str, problems: list[str]) -> None:
         self._reloads.labels("failure").inc()

@@ -176,3 +176,50 @@ def test_a_sharded_replica_applies_its_share_of_the_new_targets(pg_server, daemo
     assert share(after) != share(before)
     assert daemon.sample("pgwatch_shard_targets") == len(share(after))
     assert daemon.sample("pgwatch_shard_info", shard="1", shards="2") == 1.0
+
+
+def test_alert_rules_reload_keeping_the_state_of_the_rules_that_remain(pg_server, daemon_factory, tmp_path):
+    def rules(*named: tuple[str, str]) -> str:
+        return yaml.safe_dump({"groups": [{"name": "reload", "interval": "1s", "rules": [
+            {"alert": name, "expr": expr} for name, expr in named]}]})
+
+    def active() -> dict[str, str]:
+        body = json.loads(daemon.get("/alerts")[1])
+        return {a["labels"]["alertname"]: a["activeAt"] for a in body["data"]["alerts"] if a["state"] == "firing"}
+
+    rule_file = tmp_path / "rules.yml"
+    rule_file.write_text(rules(("Up", "pg_up == 1"), ("Removed", "pg_up >= 1")))
+    daemon = daemon_factory({"interval": "1s", "postgres": [pg_target(pg_server, "a")],
+                             "alerting": {"rules": [str(rule_file)]}})
+    daemon.wait_ready()
+    firing = daemon.wait_for(lambda: (found := active()) and set(found) == {"Up", "Removed"} and found,
+                             what="both rules firing")
+
+    rule_file.write_text(rules(("Up", "pg_up == 1"), ("Added", "pg_up > 0")))
+    os.kill(daemon.process.pid, signal.SIGHUP)
+    daemon.wait_for(lambda: reloads(daemon, "success") == 1.0, what="the reload applied")
+    after = daemon.wait_for(lambda: (found := active()) and "Added" in found and found, what="the new rule firing")
+    assert set(after) == {"Up", "Added"}
+    assert after["Up"] == firing["Up"]  # the same alert, not a new one: its state was kept
+
+    rule_file.write_text(rules(("Broken", "pg_up ==")))
+    os.kill(daemon.process.pid, signal.SIGHUP)
+    daemon.wait_for(lambda: reloads(daemon, "failure") == 1.0, what="the broken rule file refused")
+    assert f"alert rules: {rule_file}" in daemon.log()
+    assert set(active()) == {"Up", "Added"}
+
+
+def test_targets_files_named_by_a_reloaded_config_are_watched_from_then_on(pg_server, daemon_factory, tmp_path):
+    config = {"interval": "1s", "target_files_check_interval": "1s", "postgres": [pg_target(pg_server, "inline")]}
+    daemon = daemon_factory(config)
+    daemon.wait_ready()
+    fleet_file = tmp_path / "fleet.yml"
+    fleet_file.write_text(yaml.safe_dump([pg_target(pg_server, "f1")]))
+    rewrite(daemon, {**config, "postgres_files": ["fleet.yml"]})  # relative to the config file
+    os.kill(daemon.process.pid, signal.SIGHUP)
+    daemon.wait_for(lambda: samples(daemon.metrics(), "pg_up").get("f1") == 1.0, what="the file's target up")
+
+    fleet_file.write_text(yaml.safe_dump([pg_target(pg_server, "f1"), pg_target(pg_server, "f2")]))
+    daemon.wait_for(lambda: samples(daemon.metrics(), "pg_up").get("f2") == 1.0, what="the watched file's new target")
+    assert daemon.log().count("a targets file changed: reloading") == 1  # the SIGHUP's own read was not re-done
+    assert reloads(daemon, "success") == 2.0
