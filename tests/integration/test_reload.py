@@ -223,3 +223,16 @@ def test_targets_files_named_by_a_reloaded_config_are_watched_from_then_on(pg_se
     daemon.wait_for(lambda: samples(daemon.metrics(), "pg_up").get("f2") == 1.0, what="the watched file's new target")
     assert daemon.log().count("a targets file changed: reloading") == 1  # the SIGHUP's own read was not re-done
     assert reloads(daemon, "success") == 2.0
+
+
+def test_redis_targets_file_adds_and_removes_redis_targets(redis_server, daemon_factory, tmp_path):
+    cache_file = tmp_path / "cache.json"
+    cache_file.write_text(json.dumps([{"name": "cache-a", "url": redis_server.url}]))
+    daemon = daemon_factory({"interval": "1s", "target_files_check_interval": "1s",
+                             "redis_files": [str(cache_file)]})
+    daemon.wait_ready()
+    assert samples(daemon.metrics(), "redis_up") == {"cache-a": 1.0}
+
+    cache_file.write_text(json.dumps([{"name": "cache-b", "url": redis_server.url}]))
+    daemon.wait_for(lambda: samples(daemon.metrics(), "redis_up") == {"cache-b": 1.0}, what="a replaced by b")
+    assert 'target="cache-a"' not in daemon.metrics()
