@@ -47,6 +47,7 @@ class Daemon:
         self.store = SnapshotStore()
         self.exposition = Exposition(self.store)
         self.fleet = Fleet(self.settings, self.store)
+        self._was_ready = False
         self._export_shard()
         self.reloader = (ConfigReloader(reload, self.apply, settings, self.exposition.live_registry)
                          if reload is not None else None)
@@ -101,9 +102,11 @@ class Daemon:
         return f"; {self.web_config.source}: {' and '.join(features) or 'neither TLS nor basic auth'}"
 
     def ready(self) -> tuple[bool, list[str]]:
-        """Ready once every target has completed one poll (whatever its outcome)."""
+        """Ready once every target has completed one poll (whatever its outcome); targets a reload adds later
+        are listed while they wait, but do not take readiness back (a probe would drop a serving replica)."""
         waiting = [p.name for p in self.pollers if p.cycles_completed == 0]
-        return not waiting, waiting
+        self._was_ready = self._was_ready or not waiting
+        return self._was_ready, waiting
 
     async def _background(self, _app: web.Application) -> AsyncIterator[None]:
         await self.fleet.start()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 
 import pytest
 import yaml
@@ -236,3 +237,19 @@ def test_redis_targets_file_adds_and_removes_redis_targets(redis_server, daemon_
     cache_file.write_text(json.dumps([{"name": "cache-b", "url": redis_server.url}]))
     daemon.wait_for(lambda: samples(daemon.metrics(), "redis_up") == {"cache-b": 1.0}, what="a replaced by b")
     assert 'target="cache-a"' not in daemon.metrics()
+
+
+def test_a_target_added_by_a_reload_is_listed_while_it_waits_but_readiness_stays(pg_server, daemon_factory):
+    with socket.socket() as silent:  # accepts connections (in its backlog) and never answers: a hung server
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        hung = {"name": "hung", "dsn": f"postgresql://monitor@127.0.0.1:{silent.getsockname()[1]}/cpa",
+                "interval": "60s", "statement_timeout": "1m", "connect_timeout": "1m"}  # its first poll: ~1 min
+        config = {"interval": "1s", "postgres": [pg_target(pg_server, "a")]}
+        daemon = daemon_factory(config)
+        daemon.wait_ready()
+        rewrite(daemon, {**config, "postgres": [*config["postgres"], hung]})
+        os.kill(daemon.process.pid, signal.SIGHUP)
+        daemon.wait_for(lambda: reloads(daemon, "success") == 1.0, what="the reload applied")
+        status, body = daemon.get("/readyz")
+        assert (status, json.loads(body)) == (200, {"ready": True, "waiting_for": ["hung"]})
