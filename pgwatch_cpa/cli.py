@@ -32,12 +32,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
     overrides = {key: value for key, value in (("PGWATCH_LISTEN", args.listen), ("PGWATCH_SHARD", args.shard))
                  if value}
     web_config = load_web_config(args.web_config_file) if args.web_config_file else None  # ConfigError: exit 2
-    settings = _loading(args.config, lambda: load_settings(args.config, environ=_environ(overrides)))
+    def load() -> Settings:  # at start, and again on SIGHUP or when a targets file changes
+        return load_settings(args.config, environ=_environ(overrides))
+
+    settings = _loading(args.config, load)
     _setup_logging(args, settings)
     warn_exposed_secret_files(settings)  # one WARNING per secret file readable by group or others
     limit_malloc_arenas()
     share_the_gil_finely()
-    asyncio.run(run_daemon(settings, web_config))
+    asyncio.run(run_daemon(settings, web_config, load))
     return EXIT_OK
 
 

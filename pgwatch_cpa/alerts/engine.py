@@ -160,6 +160,26 @@ class AlertEngine:
             out[alert.key] = alert
         return out
 
+    def replace_rules(self, rules: RuleSet) -> None:
+        """Evaluate ``rules`` from now on. A rule with the group, name and static labels of a current one keeps
+        its alerts (pending timers, firing) and health, as Prometheus's reload keeps them; other alerts end."""
+        def identity(group: str, rule: AlertRule) -> tuple[str, str, tuple[tuple[str, str], ...]]:
+            return group, rule.name, tuple(sorted(rule.static_labels.items()))
+
+        current = {identity(g.name, s.rule): s for g, states in self._groups for s in states}
+
+        def state_of(group: RuleGroup, rule: AlertRule) -> _RuleState:
+            state = _RuleState(rule)
+            previous = current.pop(identity(group.name, rule), None)
+            if previous is not None:
+                state.active, state.health = previous.active, previous.health
+            return state
+
+        self.rules = rules
+        self._groups = [(g, [state_of(g, r) for r in g.rules]) for g in rules.groups]
+        self._group_failures = {g.name: self._group_failures.get(g.name, 0) for g in rules.groups}
+        self._last_eval = {g.name: self._last_eval[g.name] for g in rules.groups if g.name in self._last_eval}
+
     # -- reading -------------------------------------------------------------------------------------------
 
     def alerts(self) -> list[Alert]:

@@ -188,6 +188,18 @@ class History:
             if dead:
                 self._changed(family)
 
+    def rewindow(self, other: History) -> None:
+        """Keep from now on what ``other`` (a new rule set's history) keeps: the series of names both keep stay
+        with their samples, under the new window; names no longer read are dropped."""
+        self._windows, self._default_ms = other._windows, other._default_ms
+        for name in list(self._families):
+            window = self._window_ms(name)
+            if window is None:
+                del self._families[name]
+                self.version += 1
+            else:
+                self._families[name].window_ms = window
+
     # -- reading -------------------------------------------------------------------------------------------
 
     def family(self, name: str) -> tuple[int, list[Series]]:

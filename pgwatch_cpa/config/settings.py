@@ -31,6 +31,7 @@ from pgwatch_cpa.config.base import Duration, Name, StrictModel, between, enviro
 from pgwatch_cpa.config.query_file import CustomQuery, QueryFile, QueryFileError, read_query_file
 from pgwatch_cpa.config.report import ReportSettings, receiver_problems
 from pgwatch_cpa.config.shard import UNSHARDED, ShardSetting
+from pgwatch_cpa.config.target_files import absolute_pattern, merge_target_files, name_origins
 from pgwatch_cpa.config.yamlfile import YamlFileError, read_yaml
 from pgwatch_cpa.errors import ConfigError
 from pgwatch_cpa.secrets import REDACTOR, mask_dsn, mask_url
@@ -252,6 +253,15 @@ class RedisTarget(StrictModel):
         return mask_url(self._url)
 
 
+def _absolute_pattern(value: Any, info: ValidationInfo) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError("expected the path or glob of a targets file")
+    return absolute_pattern(value, Path((info.context or {}).get("base_dir") or Path.cwd()))
+
+
+TargetFilePattern = Annotated[str, PlainValidator(_absolute_pattern)]
+
+
 class Settings(StrictModel):
     listen: str = "127.0.0.1:9188"
     interval: TargetInterval = 15.0
@@ -263,6 +273,10 @@ class Settings(StrictModel):
     report: ReportSettings = Field(default_factory=ReportSettings)
     custom_queries: QueryFiles = Field(default_factory=list, max_length=50)
     shard: ShardSetting = UNSHARDED  # "K/N": this replica watches shard K of N (pgwatch_cpa.daemon.sharding)
+    # Files of more targets (config.target_files), watched: a change applies as a reload (SIGHUP) does.
+    postgres_files: list[TargetFilePattern] = Field(default_factory=list, max_length=100)
+    redis_files: list[TargetFilePattern] = Field(default_factory=list, max_length=100)
+    target_files_check_interval: Annotated[Duration, between("1s", "1h")] = 5.0
 
     def queries_for(self, target: PostgresTarget) -> tuple[CustomQuery, ...]:
         """The custom queries run on ``target``: the top-level files' and then its own."""
@@ -385,18 +399,20 @@ def settings_from_mapping(raw: Any, environ: Mapping[str, str], source: str = "c
     """Validate a parsed config. Relative paths in it (rule files) are relative to ``base_dir``."""
     if not isinstance(raw, dict):
         raise ConfigError(["top level must be a mapping of keys to values"], source=source)
-    problems = apply_env_overrides(raw, environ)
+    base_dir = base_dir or Path.cwd()
+    problems, origins = merge_target_files(raw, base_dir)  # before the overrides, which may name their targets
+    problems += apply_env_overrides(raw, environ)
     problems += _duplicate_names(raw)
     problems += receiver_problems(raw)
     settings = None
     try:
-        settings = Settings.model_validate(raw, context={"environ": environ, "base_dir": base_dir or Path.cwd()})
+        settings = Settings.model_validate(raw, context={"environ": environ, "base_dir": base_dir})
     except ValidationError as exc:
         problems += [_format_error(err) for err in exc.errors()]
     if settings is not None:
         problems += custom_query_problems(settings)
     if problems or settings is None:
-        raise ConfigError(problems, source=source)
+        raise ConfigError([name_origins(p, origins) for p in problems], source=source)
     return settings
 
 

@@ -76,6 +76,13 @@ class AlertingService:
                                       registry=registry)
         self._save_error: str | None = None  # the last save failure logged, until a save succeeds
 
+    def replace_rules(self, rules: RuleSet) -> None:
+        """Evaluate a reloaded rule set; the engine keeps the state of the rules that remain."""
+        self.rules = rules
+        self.history.rewindow(History.for_rules(rules))
+        self.engine.replace_rules(rules)
+        self._for = {rule.name: rule.for_ for rule in rules.rules()}
+
     def _restore_state(self) -> None:
         path = self.settings.state_file
         if path is None or not path.exists():

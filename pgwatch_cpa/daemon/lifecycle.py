@@ -7,21 +7,20 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 from prometheus_client import Counter, Gauge
 
-from pgwatch_cpa.collectors import POSTGRES_COLLECTORS, REDIS_COLLECTORS
-from pgwatch_cpa.collectors.postgres.custom_queries import custom_query_collectors
+from pgwatch_cpa.alerts.rules import RuleSet
 from pgwatch_cpa.config import Settings
 from pgwatch_cpa.daemon.alerting import AlertingService
 from pgwatch_cpa.daemon.exposition import Exposition
+from pgwatch_cpa.daemon.fleet import Fleet
 from pgwatch_cpa.daemon.http import build_app
 from pgwatch_cpa.daemon.http_guard import GuardedSite, ThrottledLog, server_args
 from pgwatch_cpa.daemon.poller import TargetPoller
-from pgwatch_cpa.daemon.postgres_poller import PostgresPoller
-from pgwatch_cpa.daemon.redis_poller import RedisPoller
+from pgwatch_cpa.daemon.reload import ConfigReloader
 from pgwatch_cpa.daemon.reporting import ReportingService
 from pgwatch_cpa.daemon.sharding import settings_for_shard, shard_summary
 from pgwatch_cpa.daemon.snapshot import SnapshotStore
@@ -38,15 +37,20 @@ class ListenError(PgwatchError):
 
 
 class Daemon:
-    def __init__(self, settings: Settings, web_config: WebConfig | None = None) -> None:
+    def __init__(self, settings: Settings, web_config: WebConfig | None = None,
+                 reload: Callable[[], Settings] | None = None) -> None:
+        """``reload`` reads the config again (SIGHUP, a targets file changed); without it there is no reload."""
         self.settings = settings_for_shard(settings)  # from here on, only this replica's targets
         self.shard_summary = shard_summary(settings, self.settings)
         self.web_config = web_config or WebConfig("defaults")
         self.auth = BasicAuth(self.web_config.users) if self.web_config.users else None
         self.store = SnapshotStore()
         self.exposition = Exposition(self.store)
-        self.pollers: list[TargetPoller] = self._build_pollers()
+        self.fleet = Fleet(self.settings, self.store)
+        self._was_ready = False
         self._export_shard()
+        self.reloader = (ConfigReloader(reload, self.apply, settings, self.exposition.live_registry)
+                         if reload is not None else None)
         self.alerting = (AlertingService(settings.alerting, self.store, settings.interval,
                                          self.exposition.live_registry) if settings.alerting.rules else None)
         # Always there for /report; it builds on a schedule only when report.schedule is set.
@@ -61,10 +65,30 @@ class Daemon:
             self._http_closed.labels(reason)
         self.app.cleanup_ctx.append(self._background)
 
+    @property
+    def pollers(self) -> list[TargetPoller]:
+        return list(self.fleet.pollers.values())
+
+    async def apply(self, settings: Settings, rules: RuleSet) -> str:
+        """Run the targets (this replica's shard of them) and alert rules of a new, valid config; say what
+        changed."""
+        mine = settings_for_shard(settings)
+        change = await self.fleet.apply(mine)
+        if self.alerting is not None:
+            self.alerting.replace_rules(rules)
+        elif settings.alerting.rules:
+            log.warning("reload: alerting.rules: the daemon started without alert rules; a restart starts them")
+        self.settings = mine
+        self.reporting.settings = mine  # the next report covers the new targets
+        self._shard_targets.set(len(self.fleet.pollers))
+        self.shard_summary = shard_summary(settings, mine)
+        return f"{change}; {sum(1 for _ in self.alerting.rules.rules()) if self.alerting else 0} alert rules"
+
     def _export_shard(self) -> None:
         shard = self.settings.shard
-        Gauge("pgwatch_shard_targets", "Targets this replica watches (its shard's share of the config's).",
-              registry=self.exposition.live_registry).set(len(self.pollers))
+        self._shard_targets = Gauge("pgwatch_shard_targets", "Targets this replica watches (its shard's share of "
+                                    "the config's).", registry=self.exposition.live_registry)
+        self._shard_targets.set(len(self.fleet.pollers))
         Gauge("pgwatch_shard_info", "This replica's shard: number `shard` of `shards` (always 1; 1 of 1 unsharded).",
               ["shard", "shards"], registry=self.exposition.live_registry).labels(
             str(shard.number), str(shard.count)).set(1)
@@ -77,31 +101,22 @@ class Daemon:
                     if on]
         return f"; {self.web_config.source}: {' and '.join(features) or 'neither TLS nor basic auth'}"
 
-    def _build_pollers(self) -> list[TargetPoller]:
-        pollers: list[TargetPoller] = []
-        for pg in self.settings.postgres:
-            collectors = [c() for c in POSTGRES_COLLECTORS] + custom_query_collectors(self.settings.queries_for(pg))
-            pollers.append(PostgresPoller(pg.name, pg.interval or self.settings.interval, collectors, pg,
-                                          self.store))
-        for rd in self.settings.redis:
-            pollers.append(RedisPoller(rd.name, rd.interval or self.settings.interval,
-                                       [c() for c in REDIS_COLLECTORS], rd, self.store))
-        return pollers
-
     def ready(self) -> tuple[bool, list[str]]:
-        """Ready once every target has completed one poll (whatever its outcome)."""
+        """Ready once every target has completed one poll (whatever its outcome); targets a reload adds later
+        are listed while they wait, but do not take readiness back (a probe would drop a serving replica)."""
         waiting = [p.name for p in self.pollers if p.cycles_completed == 0]
-        return not waiting, waiting
+        self._was_ready = self._was_ready or not waiting
+        return self._was_ready, waiting
 
     async def _background(self, _app: web.Application) -> AsyncIterator[None]:
-        for poller in self.pollers:
-            await poller.open()
-        tasks = [asyncio.create_task(p.run(), name=f"poller:{p.name}") for p in self.pollers]
-        tasks.append(asyncio.create_task(self.exposition.refresh_forever(), name="exposition"))
+        await self.fleet.start()
+        tasks = [asyncio.create_task(self.exposition.refresh_forever(), name="exposition")]
         tasks.append(asyncio.create_task(self.reporting.run(), name="reporting"))
         alerting_stop = asyncio.Event()
         if self.alerting is not None:
             tasks.append(asyncio.create_task(self.alerting.run(alerting_stop), name="alerting"))
+        if self.reloader is not None:
+            tasks.append(asyncio.create_task(self.reloader.run(), name="reloader"))
         try:
             yield
         finally:
@@ -109,7 +124,7 @@ class Daemon:
             for task in tasks:
                 task.cancel()
             await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE / 2)
-            await asyncio.gather(*(p.close() for p in self.pollers), return_exceptions=True)
+            await self.fleet.stop()
 
     async def serve(self, stop: asyncio.Event) -> None:
         throttled = ThrottledLog(logging.getLogger("pgwatch_cpa.daemon.http"))
@@ -157,19 +172,17 @@ def share_the_gil_finely(seconds: float = 0.0005) -> None:
     sys.setswitchinterval(seconds)
 
 
-def _sighup() -> None:
-    log.warning("SIGHUP: reload is not supported yet; keeping the running configuration")
-
-
-async def run_daemon(settings: Settings, web: WebConfig | None = None) -> None:
-    """Run until SIGTERM or SIGINT. SIGHUP (whose default action would end the process) is logged and ignored."""
+async def run_daemon(settings: Settings, web: WebConfig | None, reload: Callable[[], Settings]) -> None:
+    """Run until SIGTERM or SIGINT; SIGHUP reloads the config that ``reload`` reads."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    handlers = {signal.SIGTERM: stop.set, signal.SIGINT: stop.set, signal.SIGHUP: _sighup}
+    daemon = Daemon(settings, web, reload)
+    assert daemon.reloader is not None
+    handlers = {signal.SIGTERM: stop.set, signal.SIGINT: stop.set, signal.SIGHUP: daemon.reloader.request}
     for sig, handler in handlers.items():
         loop.add_signal_handler(sig, handler)
     try:
-        await Daemon(settings, web).serve(stop)
+        await daemon.serve(stop)
     finally:
         for sig in handlers:
             with contextlib.suppress(Exception):

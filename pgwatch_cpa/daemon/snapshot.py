@@ -26,6 +26,12 @@ class SnapshotStore:
         self._results[(target, collector)] = families
         self._bump()
 
+    def drop(self, target: str) -> None:
+        """Forget every family of ``target`` (a target no longer watched: its series leave /metrics)."""
+        for key in [key for key in self._results if key[0] == target]:
+            del self._results[key]
+        self._bump()
+
     def _bump(self) -> None:
         # Wake every waiter of this version, then start a new event: each reader tracks its own version, so
         # several readers (exposition, alerting) never steal each other's wake-ups.
