@@ -33,6 +33,8 @@ from typing import Any
 
 import orjson
 
+from pgwatch_cpa.cpa.snapshot_envelope import open_envelope
+
 SCHEMA = "cpa-archive-stats"
 VERSION = 1
 KEY = "cpa:archive:stats"
@@ -62,16 +64,7 @@ def dump_snapshot(snapshot: dict[str, Any]) -> bytes:
 def parse_snapshot(data: bytes | str) -> dict[str, Any]:
     """Decode and validate a snapshot; returns exactly the schema's fields. Raises SnapshotError naming the first
     bad field; unknown extra fields are dropped, not rejected."""
-    try:
-        doc = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise SnapshotError(f"not JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise SnapshotError("snapshot is not an object")
-    if doc.get("schema") != SCHEMA:
-        raise SnapshotError(f"schema is not {SCHEMA!r}")
-    if doc.get("version") != VERSION or type(doc.get("version")) is not int:
-        raise SnapshotError(f"unsupported version {doc.get('version')!r}")
+    doc = open_envelope(data, SCHEMA, VERSION, SnapshotError)
     period = _number(doc, "schedule_period_seconds", "")
     if period <= 0:
         raise SnapshotError("schedule_period_seconds must be positive")

@@ -70,6 +70,7 @@ from typing import Any, TypedDict
 import orjson
 
 from pgwatch_cpa.cpa.cache.metrics import INVALIDATION_KINDS, LATENCY_BUCKETS, RESULTS, CacheStats, PoolView
+from pgwatch_cpa.cpa.snapshot_envelope import open_envelope
 
 SCHEMA = "cpa-cache-stats"
 VERSION = 1
@@ -155,16 +156,7 @@ def parse_snapshot(data: bytes | str) -> dict[str, Any]:
 
     Raises SnapshotError naming the first bad field. Unknown extra fields are dropped, not rejected.
     """
-    try:
-        doc = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise SnapshotError(f"not JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise SnapshotError("snapshot is not an object")
-    if doc.get("schema") != SCHEMA:
-        raise SnapshotError(f"schema is not {SCHEMA!r}")
-    if doc.get("version") != VERSION or type(doc.get("version")) is not int:
-        raise SnapshotError(f"unsupported version {doc.get('version')!r}")
+    doc = open_envelope(data, SCHEMA, VERSION, SnapshotError)
     instance = doc.get("app_instance")
     if not isinstance(instance, str) or not _INSTANCE.fullmatch(instance):
         raise SnapshotError("app_instance is missing or malformed")
