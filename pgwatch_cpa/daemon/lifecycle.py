@@ -19,7 +19,7 @@ from pgwatch_cpa.daemon.alerting import AlertingService
 from pgwatch_cpa.daemon.exposition import Exposition
 from pgwatch_cpa.daemon.http import build_app
 from pgwatch_cpa.daemon.http_guard import GuardedSite, ThrottledLog, server_args
-from pgwatch_cpa.daemon.poller import TargetPoller
+from pgwatch_cpa.daemon.poller import TargetPoller, share_cycle_slots
 from pgwatch_cpa.daemon.postgres_poller import PostgresPoller
 from pgwatch_cpa.daemon.redis_poller import RedisPoller
 from pgwatch_cpa.daemon.reporting import ReportingService
@@ -46,6 +46,7 @@ class Daemon:
         self.store = SnapshotStore()
         self.exposition = Exposition(self.store)
         self.pollers: list[TargetPoller] = self._build_pollers()
+        share_cycle_slots(self.pollers, self.settings.max_concurrent_cycles)
         self._export_shard()
         self.alerting = (AlertingService(settings.alerting, self.store, settings.interval,
                                          self.exposition.live_registry) if settings.alerting.rules else None)
