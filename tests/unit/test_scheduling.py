@@ -126,3 +126,13 @@ async def test_a_probing_target_holds_no_slot():
                      "three cycles of the healthy target beside a hung one, with one slot")
     assert hung.errors == hung.cycles_completed >= 1, "the hung target is down: every probe timed out"
     assert healthy.cycle_overruns == 0, "the healthy target never waited for the slot through the hung one's probe"
+
+
+@pytest.mark.parametrize("bad", [0, 1001, "many"])
+def test_max_concurrent_cycles_out_of_bounds_is_an_error_with_its_path(bad):
+    from pgwatch_cpa.config.settings import settings_from_mapping
+    from pgwatch_cpa.errors import ConfigError
+
+    assert settings_from_mapping({}, environ={}).max_concurrent_cycles == 16
+    with pytest.raises(ConfigError, match="max_concurrent_cycles"):
+        settings_from_mapping({"max_concurrent_cycles": bad}, environ={})
