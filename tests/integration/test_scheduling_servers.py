@@ -1,4 +1,5 @@
-"""Scheduling against a real PostgreSQL: a hung target, or fifty of them, never delays a healthy target's cycles.
+"""Scheduling against a real PostgreSQL: a hung target, or fifty (PostgreSQL and Redis), never delays a healthy
+target's cycles.
 
 A hung target is a TCP listener that accepts connections and never answers (as a frozen server or a black-holed
 network does); the daemon's pollers are built from a real config by the Daemon, with its shared cycle slots.
@@ -48,11 +49,13 @@ def hung_port() -> Iterator[int]:
     listener.close()
 
 
-def _daemon(pg, hung_port: int, hung_targets: int, slots: int) -> Daemon:
-    hung = [{"name": f"hung-{i:02d}", "dsn": f"postgresql://monitor@127.0.0.1:{hung_port}/cpa",
-             "connect_timeout": "1s"} for i in range(hung_targets)]
-    settings = settings_from_mapping({"interval": INTERVAL, "max_concurrent_cycles": slots,
-                                      "postgres": [{"name": "healthy", "dsn": pg.dsn()}, *hung]}, environ={})
+def _daemon(pg, hung_port: int, hung_postgres: int, slots: int, hung_redis: int = 0) -> Daemon:
+    postgres = [{"name": f"hung-{i:02d}", "dsn": f"postgresql://monitor@127.0.0.1:{hung_port}/cpa",
+                 "connect_timeout": "1s"} for i in range(hung_postgres)]
+    redis = [{"name": f"hung-redis-{i:02d}", "url": f"redis://127.0.0.1:{hung_port}/0", "timeout": "1s"}
+             for i in range(hung_redis)]
+    settings = settings_from_mapping({"interval": INTERVAL, "max_concurrent_cycles": slots, "redis": redis,
+                                      "postgres": [{"name": "healthy", "dsn": pg.dsn()}, *postgres]}, environ={})
     return Daemon(settings)
 
 
@@ -84,18 +87,18 @@ def _assert_healthy_on_time_and_hung_down(pollers: list[TargetPoller]) -> None:
         assert poller.errors == poller.cycles_completed >= 1, f"{poller.name} answered a probe?"
     samples = {(n, labels.get("target")): v for n, labels, v in pollers[0].store.samples()}
     assert samples[("pg_up", "healthy")] == 1.0
-    assert all(samples[("pg_up", p.name)] == 0.0 for p in hung)
+    assert all(samples[(p.up_metric, p.name)] == 0.0 for p in hung)
     assert samples[("pgwatch_cycle_overruns_total", "healthy")] == 0.0
 
 
 async def test_a_hung_target_does_not_delay_a_healthy_one_even_with_one_slot(pg_server, hung_port):
-    daemon = _daemon(pg_server, hung_port, hung_targets=1, slots=1)
+    daemon = _daemon(pg_server, hung_port, hung_postgres=1, slots=1)
     await _run_until_healthy_cycles(daemon.pollers)
     _assert_healthy_on_time_and_hung_down(daemon.pollers)
 
 
 async def test_a_burst_of_fifty_unreachable_targets_does_not_starve_the_reachable_one(pg_server, hung_port):
-    daemon = _daemon(pg_server, hung_port, hung_targets=50, slots=4)
-    assert len(daemon.pollers) == 51
+    daemon = _daemon(pg_server, hung_port, hung_postgres=40, hung_redis=10, slots=4)
+    assert len(daemon.pollers) == 51 and daemon.pollers[0].name == "healthy"
     await _run_until_healthy_cycles(daemon.pollers)
     _assert_healthy_on_time_and_hung_down(daemon.pollers)
