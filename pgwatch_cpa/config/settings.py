@@ -273,6 +273,8 @@ class Settings(StrictModel):
     report: ReportSettings = Field(default_factory=ReportSettings)
     custom_queries: QueryFiles = Field(default_factory=list, max_length=50)
     shard: ShardSetting = UNSHARDED  # "K/N": this replica watches shard K of N (pgwatch_cpa.daemon.sharding)
+    # Target cycles collecting at once, across all targets (probes wait for none: an unreachable target holds none).
+    max_concurrent_cycles: Annotated[int, Field(ge=1, le=1000)] = 16
     # Files of more targets (config.target_files), watched: a change applies as a reload (SIGHUP) does.
     postgres_files: list[TargetFilePattern] = Field(default_factory=list, max_length=100)
     redis_files: list[TargetFilePattern] = Field(default_factory=list, max_length=100)

@@ -65,8 +65,9 @@ class Fleet:
     def __init__(self, settings: Settings, store: SnapshotStore) -> None:
         self.settings = settings
         self.store = store
-        self.pollers: dict[TargetKey, TargetPoller] = {key: build_poller(settings, t, store)
-                                                        for key, t in targets(settings)}
+        # Collections running at once, across every target, those a reload adds included (a restart resizes it).
+        self.cycle_slots = asyncio.Semaphore(settings.max_concurrent_cycles)
+        self.pollers: dict[TargetKey, TargetPoller] = {key: self._build(t) for key, t in targets(settings)}
         self._tasks: dict[TargetKey, asyncio.Task[None]] = {}
 
     async def start(self) -> None:
@@ -93,10 +94,15 @@ class Fleet:
         self.settings = settings
         for key, target in targets(settings):
             if key not in self.pollers:
-                self.pollers[key] = build_poller(settings, target, self.store)
+                self.pollers[key] = self._build(target)
                 await self._start(key)
         self.pollers = {key: self.pollers[key] for key in new}  # the config's order
         return Change(added, removed, restarted, kept=len(new) - len(added) - len(restarted))
+
+    def _build(self, target: PostgresTarget | RedisTarget) -> TargetPoller:
+        poller = build_poller(self.settings, target, self.store)
+        poller.cycle_slots = self.cycle_slots
+        return poller
 
     async def _start(self, key: TargetKey) -> None:
         poller = self.pollers[key]

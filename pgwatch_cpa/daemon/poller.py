@@ -1,8 +1,16 @@
-"""One polling loop per target: probe reachability, run the due collectors concurrently, store snapshots."""
+"""One polling loop per target: probe reachability, run the due collectors concurrently, store snapshots.
+
+Scheduling: each target starts its cycles at its own phase of the interval (a hash of its kind and name, so the
+spread survives restarts and no two targets herd at the same instant); a cycle that takes longer than the
+interval is counted as an overrun and the next one starts at once, never beside it; the collections of all
+targets share a bounded number of slots (``max_concurrent_cycles``). A target takes a slot only after its probe
+answered, so unreachable or hung targets, whose probes end at the probe timeout, never hold one.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from abc import ABC, abstractmethod
@@ -23,6 +31,14 @@ MIN_BACKOFF = 1.0
 # Target kinds cut their own I/O at the probe or collector timeout (client deadlines, socket timeouts); the
 # task is cancelled outright this much later, should a client library not honour its deadline.
 TIMEOUT_BACKSTOP = 1.0
+DEFAULT_CYCLE_SLOTS = 16
+
+
+def start_phase(kind: str, name: str, interval: float) -> float:
+    """Where in the interval the target's cycles start, in [0, interval): stable across processes (blake2b, not
+    hash(), which Python salts per process), and uniform over the targets' names."""
+    digest = hashlib.blake2b(f"{kind}/{name}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64 * interval
 
 
 class TargetPoller(ABC):
@@ -49,6 +65,11 @@ class TargetPoller(ABC):
         self.attempts = 0
         self.errors = 0
         self.cycles_completed = 0
+        self.cycle_overruns = 0
+        self.phase = start_phase(self.kind, name, interval)
+        self.cycle_slots = asyncio.Semaphore(DEFAULT_CYCLE_SLOTS)  # the Fleet gives every target one shared semaphore
+        self._cycle_started = 0.0
+        self._cycle_duration = 0.0
 
     # -- lifecycle implemented per kind
 
@@ -69,15 +90,26 @@ class TargetPoller(ABC):
     # -- the loop
 
     async def run(self) -> None:
+        """The first cycle at once (readiness), then cycles at ``anchor + phase + k * interval``; a down target
+        is retried with a doubling backoff instead, and rejoins its phase once up."""
+        anchor = time.monotonic()
         backoff = MIN_BACKOFF
         while True:
             started = time.monotonic()
             up = await self.poll_once()
             backoff = MIN_BACKOFF if up else min(backoff * 2, self.interval)
-            delay = self.interval if up else backoff
-            await asyncio.sleep(max(0.0, delay - (time.monotonic() - started)))
+            next_start = self._next_slot(anchor, started) if up else started + backoff
+            await asyncio.sleep(max(0.0, next_start - time.monotonic()))
+
+    def _next_slot(self, anchor: float, started: float) -> float:
+        """The first start of this target's phase at least half an interval after ``started``: one interval
+        after a cycle that started on time; after an overrun (it started late) the slot may already be past,
+        and the next cycle starts at once."""
+        slots_ahead = (started + self.interval / 2 - anchor - self.phase) // self.interval + 1
+        return anchor + self.phase + slots_ahead * self.interval
 
     async def poll_once(self) -> bool:
+        self._cycle_started = time.monotonic()
         self.attempts += 1
         try:
             async with asyncio.timeout(self.probe_timeout + TIMEOUT_BACKSTOP):
@@ -87,16 +119,22 @@ class TargetPoller(ABC):
             self._set_up(False, exc)
             for collector in self.collectors:
                 self.store.put(self.name, collector.name, ())
-            self._publish_own_metrics()
-            self.cycles_completed += 1
+            self._end_cycle()
             return False
         self._set_up(True, None)
-        now = time.monotonic()
-        due = [c for c in self.collectors if c.name not in self._disabled and self._is_due(c, now)]
-        await self.run_collectors(due)
+        async with self.cycle_slots:
+            now = time.monotonic()
+            due = [c for c in self.collectors if c.name not in self._disabled and self._is_due(c, now)]
+            await self.run_collectors(due)
+        self._end_cycle()
+        return True
+
+    def _end_cycle(self) -> None:
+        self._cycle_duration = time.monotonic() - self._cycle_started
+        if self._cycle_duration > self.interval:
+            self.cycle_overruns += 1
         self._publish_own_metrics()
         self.cycles_completed += 1
-        return True
 
     async def run_collectors(self, due: Sequence[Collector]) -> None:
         """Run this cycle's due collectors, concurrently. A target kind may group them differently."""
@@ -166,6 +204,10 @@ class TargetPoller(ABC):
         out.gauge(self.up_metric, self.up_help, 1.0 if self._up else 0.0)
         out.counter("pgwatch_connection_attempts_total", "Reachability probes of the target.", self.attempts)
         out.counter("pgwatch_connection_errors_total", "Reachability probes that failed.", self.errors)
+        out.gauge("pgwatch_cycle_duration_seconds", "Duration of the target's last cycle (probe, waiting for a slot, "
+                  "collectors).", self._cycle_duration)
+        out.counter("pgwatch_cycle_overruns_total", "Cycles that took longer than the target's interval (the next "
+                    "one then started at once, never beside it).", self.cycle_overruns)
         for collector in self.collectors:
             labels = {"collector": collector.name}
             out.gauge("pgwatch_collector_enabled", "1 if the collector runs on this target, 0 if disabled.",

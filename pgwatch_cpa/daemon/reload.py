@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 # Owned by what is built once at start: the HTTP site, logging, alerting (receivers, state file, intervals: all
 # of its keys but the rule files), the report schedule, and this replica's shard of the targets.
-RESTART_ONLY = ("listen", "log_level", "log_format", "alerting", "report", "shard")
+RESTART_ONLY = ("listen", "log_level", "log_format", "alerting", "report", "shard", "max_concurrent_cycles")
 MAX_LOGGED_PROBLEMS = 50
 
 

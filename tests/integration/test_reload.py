@@ -152,6 +152,7 @@ async def test_fleet_keeps_unchanged_pollers_and_restarts_changed_ones(pg_server
         assert fleet.pollers[("postgres", "same")] is same
         assert fleet.pollers[("postgres", "changed")] is not changed
         assert list(fleet.pollers) == [("postgres", "same"), ("postgres", "changed")]
+        assert all(p.cycle_slots is fleet.cycle_slots for p in fleet.pollers.values()), "a rebuilt one shares them"
         assert all(key[0] != "removed" for key in fleet.store.results())
     finally:
         await fleet.stop()

@@ -159,13 +159,19 @@ async def test_run_backs_off_doubling_up_to_the_interval_and_resets_after_succes
     expected = [min(first * 2**i, 10.0) for i in range(5)]
     assert delays[:5] == pytest.approx(expected)
     assert expected[-1] == 10.0, "five failures in a row reach the cap (the interval)"
-    assert delays[5] == pytest.approx(10.0), "after a success the loop waits the interval"
+    up_started = 1000.0 + sum(delays[:5])
+    next_start = up_started + delays[5]
+    assert 5.0 <= delays[5] <= 15.0, "after a success the loop waits about an interval"
+    slots = (next_start - 1000.0 - poller.phase) / 10.0
+    assert slots == pytest.approx(round(slots), abs=1e-6), \
+        "after a success the target rejoins its phase of the interval"
     assert delays[6:] == pytest.approx([first, 2 * first]), "the backoff starts over after a success"
     assert poller.attempts == 8 and poller.errors == 7
 
 
 async def test_run_keeps_its_cadence_by_subtracting_the_cycle_duration(monkeypatch, clock):
     poller, _store = make([Scripted("slowish", on_collect=lambda: clock.advance(3.0))], interval=10.0)
+    poller.phase = 0.0
     delays = await run_cycles(poller, monkeypatch, clock, 2)
     assert delays == pytest.approx([7.0, 7.0])
 
