@@ -30,7 +30,8 @@ from pathlib import Path
 
 from pgwatch_cpa.alerts.promql.values import label_cache_entries
 from pgwatch_cpa.config import settings_from_mapping
-from pgwatch_cpa.daemon.lifecycle import Daemon, limit_malloc_arenas
+from pgwatch_cpa.daemon.lifecycle import Daemon
+from pgwatch_cpa.daemon.malloc import limit_malloc_arenas
 from pgwatch_cpa.demo.run import prepare_database
 from pgwatch_cpa.sandbox import PostgresSandbox, RedisSandbox, free_port
 from pgwatch_cpa.shipped import rules_path

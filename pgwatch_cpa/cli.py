@@ -26,7 +26,8 @@ T = TypeVar("T")
 def _cmd_run(args: argparse.Namespace) -> int:
     from pgwatch_cpa.config import load_settings
     from pgwatch_cpa.config.secret_files import warn_exposed_secret_files
-    from pgwatch_cpa.daemon.lifecycle import limit_malloc_arenas, run_daemon, share_the_gil_finely
+    from pgwatch_cpa.daemon.lifecycle import run_daemon, share_the_gil_finely
+    from pgwatch_cpa.daemon.malloc import limit_malloc_arenas
     from pgwatch_cpa.daemon.web_config import load_web_config
 
     overrides = {key: value for key, value in (("PGWATCH_LISTEN", args.listen), ("PGWATCH_SHARD", args.shard))

@@ -35,6 +35,7 @@ from prometheus_client.openmetrics import exposition as openmetrics
 from prometheus_client.registry import Collector
 
 from pgwatch_cpa import __version__
+from pgwatch_cpa.daemon.malloc import release_free_memory
 from pgwatch_cpa.daemon.snapshot import SnapshotKey, SnapshotStore
 
 TEXT = "text/plain; version=0.0.4; charset=utf-8"
@@ -162,7 +163,9 @@ class Exposition:
             kept = parts.get(key)
             if kept is None or kept[0] is not families:
                 parts[key] = (families, tuple(self._render_family(f, openmetrics_format) for f in families))
-        return _join(rendered for _families, rendered in parts.values())
+        body = _join(rendered for _families, rendered in parts.values())
+        release_free_memory()  # what this render and the results it replaced freed
+        return body
 
     def _render_family(self, family: Metric, openmetrics_format: bool) -> RenderedFamily:
         try:

@@ -155,16 +155,6 @@ class Daemon:
                 self.auth.close()
 
 
-def limit_malloc_arenas(arenas: int = 2) -> None:
-    """Cap glibc's per-thread malloc arenas: the render worker thread would otherwise get its own 64 MiB arena
-    and the daemon's RSS grows with every thread that ever touched memory. No-op outside glibc."""
-    import ctypes
-
-    m_arena_max = -8
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").mallopt(m_arena_max, arenas)
-
-
 def share_the_gil_finely(seconds: float = 0.0005) -> None:
     """Let a thread holding the GIL hand it over every 0.5 ms instead of Python's 5 ms: while the render thread
     works, the event loop (scrapes, collectors' I/O) waits at most this long for each of its turns.
