@@ -45,6 +45,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def scrape(conn: http.client.HTTPConnection) -> tuple[float, bytes]:
+    """One timed GET /metrics; once more on a new connection if the daemon closed the idle keep-alive one."""
+    try:
+        return _timed_get(conn)
+    except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+        conn.close()
+        return _timed_get(conn)
+
+
+def _timed_get(conn: http.client.HTTPConnection) -> tuple[float, bytes]:
     started = time.perf_counter()
     conn.request("GET", "/metrics")
     resp = conn.getresponse()
